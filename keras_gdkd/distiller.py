@@ -49,8 +49,8 @@ class Distiller(keras.Model):
         for role, model in (("teacher", teacher), ("student", student)):
             if not isinstance(model, keras.Model):
                 raise ValueError(
-                    f"The {role} must be a keras.Model (got {type(model).__name__}). Wrap a "
-                    "PyTorch network by converting its weights: keras_gdkd.models.load_torch_weights."
+                    f"The {role} must be a keras.Model (got {type(model).__name__}). Convert "
+                    "a PyTorch network with keras_gdkd.models.load_torch_weights."
                 )
         _check_widths(teacher, student)
         if warmup_epochs < 0 or ce_weight < 0 or distill_weight < 0:

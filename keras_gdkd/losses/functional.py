@@ -149,7 +149,7 @@ def gdkd(
     strategy: str = "best",
     standardize: bool = False,
 ):
-    """GDKD: ``w0 * L_high + w1 * L_low_top + w2 * L_low_other`` over the teacher's top-k, batch mean."""
+    """GDKD: ``w0 L_high + w1 L_low_top + w2 L_low_other`` over the teacher's top-k, batch mean."""
     return _mean(
         gdkd_terms(
             student_logits, teacher_logits, k, w0, w1, w2, temperature, strategy, standardize
