@@ -1,0 +1,222 @@
+"""Load PyTorch ``state_dict`` weights into the zoo's Keras models.
+
+The zoo names each weight-bearing Keras layer after its torch module path with "." replaced by "_"
+(see :mod:`keras_gdkd.models.blocks`), so the port table is derived from the model itself: the
+layer ``layer1_0_conv1`` expects ``layer1.0.conv1.weight``. None of the reference module names
+contain "_", which makes the rule a bijection (checked at load time).
+
+Layouts: conv ``OIHW`` -> ``HWIO`` (grouped convs too: both frameworks split in/out channels into
+the same contiguous groups), depthwise ``(C, 1, kh, kw)`` -> ``(kh, kw, C, 1)``, linear
+``(out, in)`` -> ``(in, out)``; BatchNorm ``weight/bias/running_mean/running_var`` ->
+``gamma/beta/moving_mean/moving_variance``; ``num_batches_tracked`` is ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+
+import keras
+import numpy as np
+
+# Checkpoint containers seen in the wild: mdistiller/CRD save {"model": sd, ...}, others use
+# {"state_dict": sd, ...}.
+_WRAPPER_KEYS = ("model", "state_dict")
+_IGNORED_SUFFIXES = ("num_batches_tracked",)
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What :func:`load_torch_weights` did; ``loaded`` lists the PyTorch keys assigned."""
+
+    loaded: list[str]
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[str]
+    ignored: list[str]
+
+    def __str__(self) -> str:
+        return (
+            f"loaded {len(self.loaded)} tensors; missing {len(self.missing)}, "
+            f"unexpected {len(self.unexpected)}, shape mismatches {len(self.mismatched)}, "
+            f"ignored {len(self.ignored)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Slot:
+    """One Keras variable and how a torch array maps onto it."""
+
+    variable: keras.Variable
+    to_keras: Callable[[np.ndarray], np.ndarray]
+    torch_shape: tuple
+
+
+def _conv_to_keras(w: np.ndarray) -> np.ndarray:
+    return np.transpose(w, (2, 3, 1, 0))  # OIHW -> HWIO
+
+
+def _depthwise_to_keras(w: np.ndarray) -> np.ndarray:
+    return np.transpose(w, (2, 3, 0, 1))  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+
+
+def _identity(w: np.ndarray) -> np.ndarray:
+    return w
+
+
+def _layer_slots(layer: keras.Layer) -> dict[str, _Slot]:
+    """torch parameter name (``weight``, ``running_var``...) -> slot, for one Keras layer."""
+    slots: dict[str, _Slot] = {}
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        kh, kw, c, m = layer.kernel.shape
+        slots["weight"] = _Slot(layer.kernel, _depthwise_to_keras, (c * m, 1, kh, kw))
+    elif isinstance(layer, keras.layers.Conv2D):
+        kh, kw, i, o = layer.kernel.shape
+        slots["weight"] = _Slot(layer.kernel, _conv_to_keras, (o, i, kh, kw))
+    elif isinstance(layer, keras.layers.Dense):
+        i, o = layer.kernel.shape
+        slots["weight"] = _Slot(layer.kernel, np.transpose, (o, i))
+    elif isinstance(layer, keras.layers.BatchNormalization):
+        for torch_name, var in (
+            ("weight", layer.gamma),
+            ("bias", layer.beta),
+            ("running_mean", layer.moving_mean),
+            ("running_var", layer.moving_variance),
+        ):
+            if var is not None:
+                slots[torch_name] = _Slot(var, _identity, tuple(var.shape))
+        return slots
+    else:
+        if layer.weights:
+            raise TypeError(
+                f"layer {layer.name!r} ({type(layer).__name__}) has weights but no torch mapping"
+            )
+        return slots
+    if getattr(layer, "use_bias", False):
+        slots["bias"] = _Slot(layer.bias, _identity, tuple(layer.bias.shape))
+    return slots
+
+
+def torch_key_table(model: keras.Model) -> dict[str, _Slot]:
+    """PyTorch state-dict key -> Keras variable slot for every weight of ``model``."""
+    table: dict[str, _Slot] = {}
+    owners: dict[str, str] = {}
+    for layer in model.layers:
+        prefix = layer.name.replace("_", ".")
+        if prefix in owners:
+            raise ValueError(
+                f"layers {owners[prefix]!r} and {layer.name!r} map to the same torch module "
+                f"{prefix!r}"
+            )
+        slots = _layer_slots(layer)
+        if slots:
+            owners[prefix] = layer.name
+        for param, slot in slots.items():
+            table[f"{prefix}.{param}"] = slot
+    return table
+
+
+def _to_numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor; no torch import needed
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _load_torch_file(path: str) -> Mapping:
+    try:
+        import torch  # lazy: only .pth/.pt files need PyTorch
+    except ImportError as err:
+        raise ImportError(
+            f"reading {path!r} needs PyTorch: `pip install torch` (the CPU build is enough: "
+            "`pip install torch --index-url https://download.pytorch.org/whl/cpu`), or convert "
+            "the checkpoint to .npz elsewhere with "
+            "`np.savez(out, **{k: v.numpy() for k, v in state_dict.items()})`"
+        ) from err
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_state_dict(source) -> dict[str, np.ndarray]:
+    """A flat ``{torch key: numpy array}`` from a ``.pth``/``.pt``/``.npz`` path or a mapping.
+
+    Unwraps ``{"model": ...}`` / ``{"state_dict": ...}`` checkpoints, strips a ``module.`` prefix
+    (``DataParallel``) and, for ``.npz`` files, drops ``__dunder__`` entries (fixture extras).
+    """
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        if path.endswith(".npz"):
+            with np.load(path) as data:
+                state = {k: data[k] for k in data.files if not k.startswith("__")}
+        else:
+            state = _load_torch_file(path)
+    elif isinstance(source, Mapping):
+        state = source
+    else:
+        raise TypeError(f"source must be a path or a mapping, got {type(source).__name__}")
+
+    for wrapper in _WRAPPER_KEYS:
+        if wrapper in state and isinstance(state[wrapper], Mapping):
+            state = state[wrapper]
+            break
+    out = {}
+    for key, value in state.items():
+        key = key[len("module.") :] if key.startswith("module.") else key
+        out[key] = _to_numpy(value)
+    return out
+
+
+def load_torch_weights(model: keras.Model, source, strict: bool = True) -> LoadReport:
+    """Copies PyTorch weights into a zoo model (see :func:`keras_gdkd.models.get_model`).
+
+    Args:
+        model: a model built by ``get_model`` (layer names follow the torch module paths).
+        source: path to a ``.pth``/``.pt`` checkpoint (needs torch), a ``.npz`` of torch-layout
+            arrays, or a mapping ``key -> array`` (numpy arrays or torch tensors).
+        strict: if True, any missing key, unexpected key or shape mismatch raises one
+            ``ValueError`` listing all of them and nothing is assigned; if False, every key that
+            matches is loaded and the rest is reported.
+
+    Returns:
+        A :class:`LoadReport`.
+    """
+    table = torch_key_table(model)
+    state = read_state_dict(source)
+    ignored = sorted(k for k in state if k.endswith(_IGNORED_SUFFIXES))
+    state = {k: v for k, v in state.items() if not k.endswith(_IGNORED_SUFFIXES)}
+
+    missing = sorted(k for k in table if k not in state)
+    unexpected = sorted(k for k in state if k not in table)
+    mismatched, assignments = [], []
+    for key, slot in table.items():
+        if key not in state:
+            continue
+        value = state[key]
+        if tuple(value.shape) != slot.torch_shape:
+            mismatched.append(
+                f"{key}: checkpoint {tuple(value.shape)}, model expects {slot.torch_shape}"
+            )
+            continue
+        assignments.append((key, slot, value))
+
+    if strict and (missing or unexpected or mismatched):
+        lines = [f"cannot load the checkpoint into {model.name!r} (strict=True):"]
+        if missing:
+            lines.append(f"missing keys ({len(missing)}):")
+            lines += [f"  {k} (expected shape {table[k].torch_shape})" for k in missing]
+        if unexpected:
+            lines.append(f"unexpected keys ({len(unexpected)}):")
+            lines += [f"  {k} {tuple(state[k].shape)}" for k in unexpected]
+        if mismatched:
+            lines.append(f"shape mismatches ({len(mismatched)}):")
+            lines += [f"  {m}" for m in mismatched]
+        raise ValueError("\n".join(lines))
+
+    for _, slot, value in assignments:
+        slot.variable.assign(slot.to_keras(value).astype(slot.variable.dtype))
+    return LoadReport(
+        loaded=[k for k, _, _ in assignments],
+        missing=missing,
+        unexpected=unexpected,
+        mismatched=mismatched,
+        ignored=ignored,
+    )
