@@ -1,0 +1,181 @@
+"""ImageNet pipelines from TensorFlow Datasets or a class-per-folder tree of images."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import tensorflow as tf
+
+from keras_gdkd.data import _seeding, augment, pipeline, sources
+
+NUM_CLASSES = 1000
+
+
+def _folder_root(source, split_dir: str) -> Path:
+    root = Path(source).expanduser()
+    # Accept either the dataset root (holding train/ and val/) or the split folder itself.
+    return root / split_dir if (root / split_dir).is_dir() else root
+
+
+def _tfds_builder(data_dir, manual_dir):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("imagenet2012", data_dir=data_dir)
+    if manual_dir is not None:
+        # Builds the TFRecords from ILSVRC2012_img_{train,val}.tar once; no-op afterwards.
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
+        )
+    return builder
+
+
+def _tfds_split(builder, split: str, shuffle_seed: int | None):
+    import tensorflow_datasets as tfds
+
+    options = tf.data.Options()
+    options.deterministic = True
+    read_config = tfds.ReadConfig(
+        shuffle_seed=shuffle_seed,
+        shuffle_reshuffle_each_iteration=False,
+        try_autocache=False,
+        options=options,
+    )
+    return builder.as_dataset(
+        split=split,
+        shuffle_files=shuffle_seed is not None,
+        decoders={"image": tfds.decode.SkipDecoding()},
+        read_config=read_config,
+    )
+
+
+def _num_examples(ds: tf.data.Dataset, builder, split: str) -> int:
+    n = int(ds.cardinality())
+    if n < 0:
+        n = int(builder.info.splits[split].num_examples)
+    return n
+
+
+def imagenet_train(
+    source: str | os.PathLike = "tfds",
+    *,
+    batch_size: int = 256,
+    epochs: int,
+    initial_epoch: int = 0,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    manual_dir: str | os.PathLike | None = None,
+    image_size: int = 224,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+    shuffle_buffer: int = 16_384,
+) -> pipeline.TrainData:
+    """ImageNet training stream (spec section 6), see `TrainData` for the epoch contract.
+
+    Per image: torchvision random-resized crop to `image_size` (scale, log-uniform ratio,
+    10 attempts, centre-crop fallback), random horizontal flip, ImageNet normalisation.
+    Yields `(float32 (B, S, S, 3), int32 (B,))`; partial batches dropped.
+
+    `source="tfds"`: `imagenet2012` from `data_dir` (prepared from `manual_dir` if given).
+    Each epoch reads the files in an order seeded by (seed, epoch) and shuffles through a
+    `shuffle_buffer`-sized buffer with that seed; the example index used for the
+    augmentation draws is the position within the epoch.
+    Otherwise `source` is a folder `<root>/train/<class>/*.JPEG` (or `<root>/<class>/...`):
+    a global per-epoch permutation, draws keyed by the file's index in sorted order.
+    """
+    pipeline.check_epochs(epochs, initial_epoch)
+    train_image = functools.partial(
+        augment.imagenet_train_image, size=image_size, scale=scale, ratio=ratio
+    )
+
+    def finish(ds):
+        ds = ds.batch(batch_size, drop_remainder=True)
+        return pipeline.with_options(ds.prefetch(pipeline.AUTOTUNE))
+
+    if isinstance(source, str) and source == "tfds":
+        builder = _tfds_builder(data_dir, manual_dir)
+        n = _num_examples(_tfds_split(builder, "train", None), builder, "train")
+        steps = pipeline.steps_for(n, batch_size)
+
+        def one_epoch(epoch: int) -> tf.data.Dataset:
+            epoch_seed = int(_seeding.epoch_seed(seed, epoch))
+            ds = _tfds_split(builder, "train", epoch_seed)
+            ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+
+            def make(pos, ex):
+                image = train_image(ex["image"], _seeding.example_seed(seed, epoch, pos))
+                return image, tf.cast(ex["label"], tf.int32)
+
+            ds = ds.enumerate().map(make, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
+            return ds.take(steps * batch_size)
+
+        def build(first: int, stop: int) -> tf.data.Dataset:
+            ds = one_epoch(first)
+            for epoch in range(first + 1, stop):
+                ds = ds.concatenate(one_epoch(epoch))
+            return finish(ds)
+
+    else:
+        paths, labels, _ = sources.list_image_folder(_folder_root(source, "train"))
+        n = len(paths)
+        steps = pipeline.steps_for(n, batch_size)
+        paths_t = tf.constant(paths)
+        labels_t = tf.constant(labels)
+
+        def epoch_indices(epoch):
+            perm = _seeding.epoch_permutation(n, seed, epoch)[: steps * batch_size]
+            return tf.data.Dataset.from_tensor_slices(perm).map(lambda i: (epoch, i))
+
+        def make(epoch, i):
+            encoded = tf.io.read_file(tf.gather(paths_t, i))
+            image = train_image(encoded, _seeding.example_seed(seed, epoch, i))
+            return image, tf.gather(labels_t, i)
+
+        def build(first: int, stop: int) -> tf.data.Dataset:
+            ds = pipeline.epochs_range(first, stop).flat_map(epoch_indices)
+            return finish(ds.map(make, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True))
+
+    return pipeline.TrainData(
+        dataset=build(initial_epoch, epochs),
+        steps_per_epoch=steps,
+        num_examples=n,
+        batch_size=batch_size,
+        initial_epoch=initial_epoch,
+        epochs=epochs,
+        epoch_dataset=lambda e: build(e, e + 1),
+    )
+
+
+def imagenet_val(
+    source: str | os.PathLike = "tfds",
+    *,
+    batch_size: int = 256,
+    data_dir: str | os.PathLike | None = None,
+    manual_dir: str | os.PathLike | None = None,
+    image_size: int = 224,
+    resize_size: int = 256,
+) -> tf.data.Dataset:
+    """ImageNet validation set: short side to `resize_size`, centre crop `image_size`,
+    ImageNet normalisation; fixed order, keeps the partial last batch.
+
+    `source`: `"tfds"` (split `validation`) or a folder `<root>/val/<class>/*.JPEG`
+    (or `<root>/<class>/...`). Yields `(float32 (B, S, S, 3), int32 (B,))`.
+    """
+    eval_image = functools.partial(augment.imagenet_eval_image, resize=resize_size, size=image_size)
+    if isinstance(source, str) and source == "tfds":
+        ds = _tfds_split(_tfds_builder(data_dir, manual_dir), "validation", None)
+        ds = ds.map(
+            lambda ex: (eval_image(ex["image"]), tf.cast(ex["label"], tf.int32)),
+            num_parallel_calls=pipeline.AUTOTUNE,
+            deterministic=True,
+        )
+    else:
+        paths, labels, _ = sources.list_image_folder(_folder_root(source, "val"))
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        ds = ds.map(
+            lambda p, y: (eval_image(tf.io.read_file(p)), y),
+            num_parallel_calls=pipeline.AUTOTUNE,
+            deterministic=True,
+        )
+    return pipeline.with_options(ds.batch(batch_size).prefetch(pipeline.AUTOTUNE))
