@@ -137,6 +137,7 @@ def kl_terms(student_z, teacher_z, masks: Sequence) -> tuple:
     Returns ``(high, [low_1, ..., low_m], teacher_mass)``: the KLs have shape (batch,) and carry
     no T**2 factor; a single-class set gives exactly 0. ``teacher_mass`` (batch, m) holds b_t.
     """
+    student_z, teacher_z = ops.convert_to_tensor(student_z), ops.convert_to_tensor(teacher_z)
     log_bs, log_ws = log_partition(student_z, masks)
     log_bt, log_wt = log_partition(ops.stop_gradient(teacher_z), masks)
     high = ops.sum(ops.exp(log_bt) * (log_bt - log_bs), axis=-1)
