@@ -7,7 +7,7 @@ import numpy as np
 
 
 def value_and_grad(fn, x: np.ndarray) -> tuple[float, np.ndarray]:
-    """Value of scalar ``fn(x)`` and its gradient w.r.t. ``x``, with the active backend's autodiff."""
+    """Value of scalar ``fn(x)`` and its gradient w.r.t. ``x`` by the active backend."""
     backend = keras.backend.backend()
     x = np.asarray(x, dtype="float32")
     if backend == "jax":
