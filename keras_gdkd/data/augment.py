@@ -190,7 +190,8 @@ class StrongAugment:
     Keras 3 layer attributes `generator` / `_backend_generators`; a clear error is raised
     if a future Keras changes them.
 
-    Call on a single (H, W, 3) float image with pixels in [0, 255] and a shape-[2] seed.
+    Ops are chosen per image; magnitudes and erasing boxes are drawn per image from a
+    per-batch seed (batches are themselves a pure function of (seed, epoch)).
     """
 
     def __init__(
@@ -218,6 +219,7 @@ class StrongAugment:
                 return out
 
         self._gen = _Injected()
+        self.num_ops = num_ops
         self._rand_augment = keras.layers.RandAugment(
             value_range=(0, 255), num_ops=num_ops, factor=magnitude
         )
@@ -242,22 +244,50 @@ class StrongAugment:
             object.__setattr__(layer, "generator", self._gen)
             object.__setattr__(layer, "_backend_generators", {"tensorflow": self._gen})
 
-    def __call__(self, image: tf.Tensor, seed: tf.Tensor, mean=None, std=None) -> tf.Tensor:
-        """RandAugment on [0, 255] pixels, then (optionally) normalise, then erase.
+    def __call__(
+        self,
+        images: tf.Tensor,
+        seed: tf.Tensor,
+        op_uniforms: tf.Tensor,
+        mean=None,
+        std=None,
+    ) -> tf.Tensor:
+        """Augments a (B, H, W, 3) batch of [0, 255] pixels; returns float32.
 
-        Erasing fills with 0, i.e. the dataset mean once normalised (as Cutout does).
+        Args:
+            images: the batch (any dtype).
+            seed: shape-[2] stateless seed for the magnitudes and erasing boxes (drawn per
+                image from it, so it must be unique per batch, e.g. keyed by the batch's
+                first example index).
+            op_uniforms: (B, num_ops) uniforms in [0, 1) choosing each image's ops, so the
+                op choice is per image (Keras' RandAugment alone picks one set per batch).
+            mean, std: if given, normalise after RandAugment and before erasing, so the
+                erased area is 0 = the dataset mean (as Cutout does).
         """
+        ra = self._rand_augment
         self._gen.base = tf.cast(seed, tf.int64)
         self._gen.count = 0
-        image = self._rand_augment(tf.cast(image, tf.float32), training=True)
-        image = tf.clip_by_value(image, 0.0, 255.0)
+        images = tf.cast(images, tf.float32)
+        transformation = ra.get_random_transformation(images, training=True)
+        num_layers = len(ra._AUGMENT_LAYERS)
+        idx = tf.minimum(tf.cast(op_uniforms * num_layers, tf.int32), num_layers - 1)
+        # (num_ops, B, 1, 1, 1): RandAugment's `where(layer_idxes[i] == k, ...)` then picks
+        # per image.
+        transformation["layer_idxes"] = tf.transpose(idx)[:, :, None, None, None]
+        images = ra.transform_images(images, transformation, training=True)
+        images = tf.clip_by_value(images, 0.0, 255.0)
         if mean is not None:
-            image = normalize(image, mean, std)
+            images = normalize(images, mean, std)
         if self._erasing is not None:
-            image = self._erasing(image, training=True)
-        return image
+            images = self._erasing(images, training=True)
+        return images
 
 
-def strong_seed(seed: int, epoch, index) -> tf.Tensor:
-    """Per-example seed for `StrongAugment`, independent of the crop/flip draws."""
-    return _seeding.example_seed(seed, epoch, index, salt=_seeding.SALT_STRONG)
+def strong_inputs(seed: int, epoch, index: tf.Tensor, num_ops: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(batch seed, per-image op uniforms) for `StrongAugment`, independent of crop/flip.
+
+    The batch seed is keyed by the batch's first example: unique within an epoch.
+    """
+    batch_seed = _seeding.example_seed(seed, epoch, index[0], salt=_seeding.SALT_STRONG)
+    op_uniforms = _seeding.example_uniform(seed, epoch, index, num_ops, _seeding.SALT_STRONG)
+    return batch_seed, op_uniforms

@@ -74,12 +74,8 @@ def cifar100_train(
         if strong is None:
             x = augment.normalize(x, augment.CIFAR100_MEAN, augment.CIFAR100_STD)
         else:
-            seeds = augment.strong_seed(seed, epoch, idx)
-            x = tf.map_fn(
-                lambda a: strong(a[0], a[1], augment.CIFAR100_MEAN, augment.CIFAR100_STD),
-                (x, seeds),
-                fn_output_signature=tf.TensorSpec([32, 32, 3], tf.float32),
-            )
+            batch_seed, op_u = augment.strong_inputs(seed, epoch, idx, strong.num_ops)
+            x = strong(x, batch_seed, op_u, augment.CIFAR100_MEAN, augment.CIFAR100_STD)
         return tf.ensure_shape(x, [batch_size, 32, 32, 3]), tf.gather(labels_t, idx)
 
     def build(first: int, stop: int) -> tf.data.Dataset:

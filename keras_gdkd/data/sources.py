@@ -116,12 +116,15 @@ def load_cifar100_tfds(data_dir: str | os.PathLike | None = None, download: bool
             return _CACHE[key]
     result = {}
     for split in ("train", "test"):
-        data = tfds.as_numpy(
-            tfds.load("cifar100", split=split, data_dir=data_dir, batch_size=-1, download=download)
-        )
+        ds = tfds.load("cifar100", split=split, data_dir=data_dir, download=download)
+        images, labels = [], []
+        # Batched reads, not `batch_size=-1`: that path needs a known cardinality.
+        for batch in tfds.as_numpy(ds.map(lambda ex: (ex["image"], ex["label"])).batch(8192)):
+            images.append(batch[0])
+            labels.append(batch[1])
         result[split] = (
-            np.ascontiguousarray(data["image"], dtype=np.uint8),
-            np.asarray(data["label"], dtype=np.int32),
+            np.ascontiguousarray(np.concatenate(images), dtype=np.uint8),
+            np.concatenate(labels).astype(np.int32),
         )
     with _CACHE_LOCK:
         _CACHE[key] = result
