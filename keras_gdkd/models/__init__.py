@@ -1,4 +1,4 @@
-"""Model zoo: the CIFAR and ImageNet architectures of the DKD/CRD papers, as Keras functional models.
+"""Model zoo: the CIFAR and ImageNet architectures of the DKD/CRD papers as Keras models.
 
 ``get_model(name)`` builds a channels-last model that returns logits; ``load_torch_weights`` fills
 it from a PyTorch checkpoint of the reference implementation (mdistiller / torchvision keys).

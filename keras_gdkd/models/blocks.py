@@ -6,9 +6,9 @@ torch backend, and the rule lets :mod:`keras_gdkd.models.torch_import` map state
 table per model. Layers without weights (padding, activations, pooling) get names that cannot be
 mistaken for a torch module (``..._pad``, ``..._relu``).
 
-Padding follows PyTorch: a convolution with ``padding=p`` pads ``p`` pixels on *both* sides. At
-stride 1 with ``p = (k - 1) // 2`` that equals Keras "same"; at stride 2 it does not (Keras pads only
-the far side of an even input), so those convolutions get an explicit ``ZeroPadding2D``.
+Padding follows PyTorch: a convolution with ``padding=p`` pads ``p`` pixels on *both* sides.
+At stride 1 with ``p = (k - 1) // 2`` that equals Keras "same"; at stride 2 it does not (Keras
+pads only the far side of an even input), so those convolutions get an explicit ``ZeroPadding2D``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,35 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
+@keras.saving.register_keras_serializable(package="keras_gdkd")
+class HostRandom(keras.initializers.Initializer):
+    """Zero-mean normal (``stddev=scale``) or uniform (``+-scale``) init drawn with NumPy.
+
+    Why not ``keras.initializers.RandomNormal``: on the JAX backend every new kernel shape compiles
+    its own random kernel (~0.4 s each), so a MobileNetV2 spent most of a minute in XLA while being
+    built. NumPy's global generator is seeded by ``keras.utils.set_random_seed`` as well.
+    """
+
+    def __init__(self, scale: float, distribution: str = "normal"):
+        if distribution not in ("normal", "uniform"):
+            raise ValueError(f"distribution must be 'normal' or 'uniform', got {distribution!r}")
+        self.scale = float(scale)
+        self.distribution = distribution
+
+    def __call__(self, shape, dtype=None):
+        if self.distribution == "normal":
+            value = np.random.normal(0.0, self.scale, size=shape)
+        else:
+            value = np.random.uniform(-self.scale, self.scale, size=shape)
+        return ops.convert_to_tensor(value, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"scale": self.scale, "distribution": self.distribution}
+
+
 def conv_initializer(kernel_size: int, out_channels: int) -> keras.initializers.Initializer:
     """He-normal with fan-out ``k * k * out_channels``, the reference models' conv init."""
-    return keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / (kernel_size**2 * out_channels)))
+    return HostRandom(math.sqrt(2.0 / (kernel_size**2 * out_channels)))
 
 
 def _torch_padding(x, kernel_size: int, stride: int, padding: int, name: str) -> tuple:
@@ -114,7 +140,7 @@ def linear(x, units: int, *, name: str):
     bound = 1.0 / math.sqrt(x.shape[-1])
     return layers.Dense(
         units,
-        kernel_initializer=keras.initializers.RandomUniform(-bound, bound),
+        kernel_initializer=HostRandom(bound, "uniform"),
         name=name,
     )(x)
 
@@ -196,7 +222,7 @@ def resnet_stage(
 
 @keras.saving.register_keras_serializable(package="keras_gdkd")
 class ChannelShuffle(layers.Layer):
-    """ShuffleNet channel shuffle, the NHWC twin of torch's ``view(N, g, C/g, H, W).transpose(1, 2)``.
+    """ShuffleNet channel shuffle: NHWC twin of torch's ``view(N, g, C/g, H, W).transpose(1, 2)``.
 
     Output channel ``j * g + i`` is input channel ``i * (C / g) + j``: splitting the last axis as
     ``(g, C/g)`` and swapping the two factors permutes exactly the channels the NCHW version does.

@@ -1,4 +1,4 @@
-"""CIFAR ResNets of the DKD/CRD code base (mdistiller ``cifar/resnet.py`` and ``cifar/resnetv2.py``).
+"""CIFAR ResNets of the DKD/CRD code base (mdistiller ``cifar/resnet.py``, ``cifar/resnetv2.py``).
 
 * ``resnet{8,14,20,32,44,56,110}``: depth ``6n + 2``, basic blocks, 3x3 stem of 16 channels, stages
   16/32/64; ``resnet8x4`` / ``resnet32x4``: stem 32, stages 64/128/256. The shortcut is a 1x1 conv +

@@ -1,10 +1,10 @@
 """MobileNets of the DKD/CRD code base.
 
 * ``mobilenetv2``: mdistiller ``cifar/mobilenetv2.py`` ``mobile_half`` (width 0.5, expansion 6) for
-  32x32 inputs: 3x3 stride-2 stem (``conv1.0/1``), seven groups of inverted residuals (``blocks.i.j``,
-  each ``conv.0..7`` = 1x1 expand -> BN -> ReLU -> 3x3 depthwise -> BN -> ReLU -> 1x1 project -> BN;
-  the expand conv exists even at expansion 1), 1x1 conv to 1280 (``conv2.0/1``), average pool,
-  ``classifier.0``.
+  32x32 inputs: 3x3 stride-2 stem (``conv1.0/1``), seven groups of inverted residuals
+  (``blocks.i.j``, each ``conv.0..7`` = 1x1 expand -> BN -> ReLU -> 3x3 depthwise -> BN -> ReLU ->
+  1x1 project -> BN; the expand conv exists even at expansion 1), 1x1 conv to 1280 (``conv2.0/1``),
+  average pool, ``classifier.0``.
 * ``mobilenetv1``: mdistiller ``imagenet/mobilenetv1.py`` (``model.0`` stem, ``model.1..13``
   depthwise-separable blocks, 7x7 average pool at 224x224, ``fc``).
 """

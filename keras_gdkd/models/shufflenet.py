@@ -1,10 +1,11 @@
-"""CIFAR ShuffleNets of the DKD/CRD code base (mdistiller ``cifar/ShuffleNetv1.py``, ``ShuffleNetv2.py``).
+"""CIFAR ShuffleNets of the DKD/CRD code base (mdistiller ``cifar/ShuffleNetv{1,2}.py``).
 
 Both start with a 1x1 conv to 24 channels (``conv1``/``bn1``, no down-sampling, no max-pool) and end
 with a global average pool (the reference's 4x4 pool at 32x32) and ``linear``.
 
-* ``shufflenetv1``: groups 3, stages 240/480/960 with 4/8/4 bottlenecks; each stage's first block has
-  stride 2 and concatenates a 3x3 average-pooled shortcut (padding 1, zeros counted) to its output.
+* ``shufflenetv1``: groups 3, stages 240/480/960 with 4/8/4 bottlenecks; each stage's first block
+  has stride 2 and concatenates a 3x3 average-pooled shortcut (padding 1, zeros counted) to its
+  output.
 * ``shufflenetv2``: net size 1 (stages 116/232/464, 1x1 head conv to 1024); each stage is a
   down-sampling block (``layerK.0``) followed by 3/7/3 split blocks.
 """

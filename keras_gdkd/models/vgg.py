@@ -1,9 +1,9 @@
-"""VGG with batch norm for CIFAR, as in the DKD/CRD code base (mdistiller ``cifar/vgg.py``, ``*_bn``).
+"""VGG with batch norm for CIFAR from the DKD/CRD code base (mdistiller ``cifar/vgg.py``, ``*_bn``).
 
-Five conv groups (torch ``block0`` .. ``block4``; each conv has a bias and is followed by BN and ReLU)
-separated by 2x2 max-pools; the pool between ``block3`` and ``block4`` is applied only to 64x64
-inputs, as in the reference, so 32x32 inputs reach ``block4`` at 4x4. Then global average pool ->
-``classifier`` (512 -> classes).
+Five conv groups (torch ``block0`` .. ``block4``; each conv has a bias and is followed by BN and
+ReLU) separated by 2x2 max-pools; the pool between ``block3`` and ``block4`` is applied only to
+64x64 inputs, as in the reference, so 32x32 inputs reach ``block4`` at 4x4. Then global average pool
+-> ``classifier`` (512 -> classes).
 """
 
 from __future__ import annotations
