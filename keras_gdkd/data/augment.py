@@ -190,7 +190,8 @@ class StrongAugment:
     Keras 3 layer attributes `generator` / `_backend_generators`; a clear error is raised
     if a future Keras changes them.
 
-    Ops are chosen per image; magnitudes and erasing boxes are drawn per image from a
+    `exclude_ops` removes RandAugment ops by layer name (default: `equalization`, see
+    below). Ops are chosen per image; magnitudes and erasing boxes are drawn per image from a
     per-batch seed (batches are themselves a pure function of (seed, epoch)).
     """
 
@@ -200,6 +201,7 @@ class StrongAugment:
         magnitude: float = 0.5,
         erasing: bool = True,
         erasing_scale: tuple[float, float] = (0.02, 0.33),
+        exclude_ops: tuple[str, ...] = ("equalization",),
     ):
         import keras
         from keras.src.random.seed_generator import SeedGenerator
@@ -223,6 +225,11 @@ class StrongAugment:
         self._rand_augment = keras.layers.RandAugment(
             value_range=(0, 255), num_ops=num_ops, factor=magnitude
         )
+        # Keras' Equalization pools one histogram over the whole batch (not per image) and,
+        # under the JAX backend, unrolls 256 ops per channel (~30 s to trace), so it is left
+        # out by default; pass `exclude_ops=()` to keep Keras' full op list.
+        ops = tuple(n for n in self._rand_augment._AUGMENT_LAYERS if n not in exclude_ops)
+        object.__setattr__(self._rand_augment, "_AUGMENT_LAYERS", ops)
         layers = [self._rand_augment]
         layers += [getattr(self._rand_augment, n) for n in self._rand_augment._AUGMENT_LAYERS]
         self._erasing = None

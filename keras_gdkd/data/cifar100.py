@@ -62,11 +62,13 @@ def cifar100_train(
     labels_t = tf.constant(labels)
     strong = augment.StrongAugment() if strong_augment is True else (strong_augment or None)
 
+    @pipeline.no_autograph
     def epoch_batches(epoch):
         perm = _seeding.epoch_permutation(n, seed, epoch)[: steps * batch_size]
         batches = tf.data.Dataset.from_tensor_slices(tf.reshape(perm, [steps, batch_size]))
         return batches.map(lambda idx: (epoch, idx))
 
+    @pipeline.no_autograph
     def make_batch(epoch, idx):
         x = tf.gather(images_t, idx)
         u = _seeding.example_uniform(seed, epoch, idx, 3)
@@ -110,6 +112,7 @@ def cifar100_test(
     images_t = tf.constant(images)
     labels_t = tf.constant(labels)
 
+    @pipeline.no_autograph
     def make_batch(idx):
         x = augment.normalize(tf.gather(images_t, idx), augment.CIFAR100_MEAN, augment.CIFAR100_STD)
         return x, tf.gather(labels_t, idx)

@@ -103,6 +103,7 @@ def imagenet_train(
             ds = _tfds_split(builder, "train", epoch_seed)
             ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
 
+            @pipeline.no_autograph
             def make(pos, ex):
                 image = train_image(ex["image"], _seeding.example_seed(seed, epoch, pos))
                 return image, tf.cast(ex["label"], tf.int32)
@@ -123,10 +124,12 @@ def imagenet_train(
         paths_t = tf.constant(paths)
         labels_t = tf.constant(labels)
 
+        @pipeline.no_autograph
         def epoch_indices(epoch):
             perm = _seeding.epoch_permutation(n, seed, epoch)[: steps * batch_size]
             return tf.data.Dataset.from_tensor_slices(perm).map(lambda i: (epoch, i))
 
+        @pipeline.no_autograph
         def make(epoch, i):
             encoded = tf.io.read_file(tf.gather(paths_t, i))
             image = train_image(encoded, _seeding.example_seed(seed, epoch, i))
@@ -166,7 +169,9 @@ def imagenet_val(
     if isinstance(source, str) and source == "tfds":
         ds = _tfds_split(_tfds_builder(data_dir, manual_dir), "validation", None)
         ds = ds.map(
-            lambda ex: (eval_image(ex["image"]), tf.cast(ex["label"], tf.int32)),
+            pipeline.no_autograph(
+                lambda ex: (eval_image(ex["image"]), tf.cast(ex["label"], tf.int32))
+            ),
             num_parallel_calls=pipeline.AUTOTUNE,
             deterministic=True,
         )
@@ -174,7 +179,7 @@ def imagenet_val(
         paths, labels, _ = sources.list_image_folder(_folder_root(source, "val"))
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
         ds = ds.map(
-            lambda p, y: (eval_image(tf.io.read_file(p)), y),
+            pipeline.no_autograph(lambda p, y: (eval_image(tf.io.read_file(p)), y)),
             num_parallel_calls=pipeline.AUTOTUNE,
             deterministic=True,
         )

@@ -10,6 +10,10 @@ import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
 
+# The map functions hold no Python control flow on tensors; skipping AutoGraph's source
+# conversion saves seconds of tracing (tens of seconds with Keras' RandAugment inside).
+no_autograph = tf.autograph.experimental.do_not_convert
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainData:
