@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from collections.abc import Callable, Mapping
 
 import keras
@@ -119,7 +120,10 @@ def torch_key_table(model: keras.Model) -> dict[str, _Slot]:
 
 def _to_numpy(value) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor; no torch import needed
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()  # NumPy has no bfloat16; half precision checkpoints exist too
+        value = value.numpy()
     return np.asarray(value)
 
 
@@ -133,7 +137,14 @@ def _load_torch_file(path: str) -> Mapping:
             "the checkpoint to .npz elsewhere with "
             "`np.savez(out, **{k: v.numpy() for k, v in state_dict.items()})`"
         ) from err
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path!r} holds more than tensors and plain containers, so it cannot be read with "
+            "torch.load(weights_only=True). If you trust the file, load it yourself with "
+            "torch.load(path, weights_only=False) and pass the state dict (a mapping) instead."
+        ) from err
 
 
 def read_state_dict(source) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_gdkd.models import get_model, load_torch_weights, torch_key_table
+from keras_gdkd.models.blocks import ChannelShuffle, ChannelSlice, conv_bn
 
 
 def _fake_state_dict(model: keras.Model, seed: int = 0) -> dict[str, np.ndarray]:
@@ -130,13 +131,28 @@ def test_pth_without_torch_says_how_to_fix(resnet8, tmp_path, monkeypatch):
         load_torch_weights(resnet8, tmp_path / "ckpt.pth")
 
 
-def test_keras_round_trip(tmp_path):
-    # shufflenetv2 exercises the custom layers (channel split and shuffle) and depthwise convs.
-    model = get_model("shufflenetv2", num_classes=10)
-    load_torch_weights(model, _fake_state_dict(model))
+def test_keras_round_trip(resnet8, tmp_path):
+    load_torch_weights(resnet8, _fake_state_dict(resnet8))
     x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
-    expected = infer(model, x)
-    path = tmp_path / "shufflenetv2.keras"
-    model.save(path)
+    expected = infer(resnet8, x)
+    path = tmp_path / "resnet8.keras"
+    resnet8.save(path)
     reloaded = keras.saving.load_model(path)
     np.testing.assert_allclose(infer(reloaded, x), expected, atol=1e-5)
+
+
+def test_custom_layers_round_trip(tmp_path):
+    # ShuffleNet pieces (grouped and depthwise convs, channel split and shuffle) on a toy model.
+    inputs = keras.Input((8, 8, 12))
+    x = conv_bn(inputs, 12, 1, groups=3, conv_name="conv1", bn_name="bn1")
+    x = ChannelShuffle(3, name="shuffle")(x)
+    left = ChannelSlice(0, 6, name="split0")(x)
+    right = conv_bn(ChannelSlice(6, None, name="split1")(x), None, 3, stride=2, padding=1,
+                    conv_name="conv2", bn_name="bn2")  # fmt: skip
+    left = keras.layers.MaxPooling2D(2, name="pool")(left)
+    model = keras.Model(inputs, keras.layers.Concatenate(name="cat")([left, right]))
+    x = np.random.default_rng(2).normal(size=(2, 8, 8, 12)).astype("float32")
+    expected = infer(model, x)
+    model.save(tmp_path / "toy.keras")
+    reloaded = keras.saving.load_model(tmp_path / "toy.keras")
+    np.testing.assert_allclose(infer(reloaded, x), expected, atol=1e-6)
