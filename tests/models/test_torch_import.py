@@ -118,11 +118,15 @@ def test_pth_round_trip(resnet8, tmp_path):
     state = _fake_state_dict(resnet8)
     tensors = {k: torch.from_numpy(v) for k, v in state.items()}
     tensors["bn1.num_batches_tracked"] = torch.tensor(3)
+    tensors["fc.bias"] = tensors["fc.bias"].to(torch.bfloat16)  # NumPy has no bfloat16
     path = tmp_path / "ckpt_epoch_240.pth"
     torch.save({"model": tensors, "epoch": 240, "best_acc": torch.tensor(79.4)}, path)
     report = load_torch_weights(resnet8, str(path))
     assert len(report.loaded) == len(state)
     np.testing.assert_array_equal(_np(resnet8.get_layer("bn1").gamma), state["bn1.weight"])
+    np.testing.assert_array_equal(
+        _np(resnet8.get_layer("fc").bias), tensors["fc.bias"].float().numpy()
+    )
 
 
 def test_pth_without_torch_says_how_to_fix(resnet8, tmp_path, monkeypatch):
