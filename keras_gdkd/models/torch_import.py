@@ -14,6 +14,7 @@ the same contiguous groups), depthwise ``(C, 1, kh, kw)`` -> ``(kh, kw, C, 1)``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pickle
 from collections.abc import Callable, Mapping
@@ -58,8 +59,11 @@ def _conv_to_keras(w: np.ndarray) -> np.ndarray:
     return np.transpose(w, (2, 3, 1, 0))  # OIHW -> HWIO
 
 
-def _depthwise_to_keras(w: np.ndarray) -> np.ndarray:
-    return np.transpose(w, (2, 3, 0, 1))  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+def _depthwise_to_keras(w: np.ndarray, multiplier: int) -> np.ndarray:
+    # torch output channel c * m + j is Keras (c, j): (C*m, 1, kh, kw) -> (kh, kw, C, m)
+    out_channels, _, kh, kw = w.shape
+    w = w.reshape(out_channels // multiplier, multiplier, kh, kw)
+    return np.transpose(w, (2, 3, 0, 1))
 
 
 def _identity(w: np.ndarray) -> np.ndarray:
@@ -71,7 +75,9 @@ def _layer_slots(layer: keras.Layer) -> dict[str, _Slot]:
     slots: dict[str, _Slot] = {}
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kh, kw, c, m = layer.kernel.shape
-        slots["weight"] = _Slot(layer.kernel, _depthwise_to_keras, (c * m, 1, kh, kw))
+        slots["weight"] = _Slot(
+            layer.kernel, functools.partial(_depthwise_to_keras, multiplier=m), (c * m, 1, kh, kw)
+        )
     elif isinstance(layer, keras.layers.Conv2D):
         kh, kw, i, o = layer.kernel.shape
         slots["weight"] = _Slot(layer.kernel, _conv_to_keras, (o, i, kh, kw))
