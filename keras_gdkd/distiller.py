@@ -11,6 +11,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+# Keras's own compiled losses divide by the replica count under tf.distribute (gradients are
+# summed across replicas); a custom compute_loss must do the same. A no-op on JAX and PyTorch.
+from keras.src.losses.loss import scale_loss_for_distribution
+
 from keras_gdkd.losses import objects as loss_objects
 
 _TRAIN_ONLY = ("ce_loss", "distill_loss")
@@ -114,7 +118,7 @@ class Distiller(keras.Model):
         self._training_logs = bool(training)
         self._trackers["ce_loss"].update_state(ce)
         if not training:
-            return ce + regularization
+            return scale_loss_for_distribution(ce + regularization)
 
         teacher_logits = ops.stop_gradient(self.teacher(x, training=False))
         per_sample, terms = self.distillation_loss.terms(logits, teacher_logits, labels)
@@ -124,7 +128,7 @@ class Distiller(keras.Model):
             self._trackers[name].update_state(_weighted_mean(value, sample_weight))
 
         total = self.ce_weight * ce + self.warmup_factor() * self.distill_weight * distill
-        return total + regularization
+        return scale_loss_for_distribution(total + regularization)
 
     def warmup_factor(self):
         """``min(epoch / warmup_epochs, 1)`` for the current (1-based) epoch."""
