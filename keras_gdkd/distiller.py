@@ -74,6 +74,9 @@ class Distiller(keras.Model):
         self.epoch = self.add_weight(
             shape=(), initializer="ones", trainable=False, name="epoch", dtype="float32"
         )
+        # Both models hold their variables already; marking the Distiller built lets callbacks
+        # that load state before the first batch (BackupAndRestore) work.
+        self.built = teacher.built and student.built
         names = _TRAIN_ONLY + tuple(self.distillation_loss.term_names)
         self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self._training_logs = True
