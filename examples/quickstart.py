@@ -60,7 +60,7 @@ def train_student(method: str, teacher, data, epochs: int, seed: int) -> tuple[f
     x_train, x_test, y_train, y_test = data
     keras.utils.set_random_seed(seed)
     student = mlp([16], "student_" + method.split()[0].lower())
-    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
     start = time.perf_counter()
     if method == "student alone":
         student.compile(
@@ -90,8 +90,8 @@ def accuracy(model: keras.Model, x, y) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40, help="student epochs (default 40)")
-    parser.add_argument("--teacher-epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=30, help="student epochs (default 30)")
+    parser.add_argument("--teacher-epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3, help="student runs per method")
     args = parser.parse_args(argv)
 
@@ -106,7 +106,7 @@ def main(argv=None) -> None:
         f"({time.perf_counter() - start:.1f} s)"
     )
     print(
-        "student MLP 64-16-10, SGD 0.1 momentum 0.9, batch 64, "
+        "student MLP 64-16-10, SGD 0.05 momentum 0.9, batch 64, "
         f"{args.epochs} epochs, warm-up 5 epochs; hyper-parameters:"
     )
     print(f"  KD {KD_PARAMS} (ce 0.1, kd 0.9)\n  DKD {DKD_PARAMS}\n  GDKD {GDKD_PARAMS}")

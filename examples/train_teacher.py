@@ -1,4 +1,4 @@
-"""Train a teacher with cross-entropy (CIFAR-100 recipe: SGD 0.05, 240 epochs, decay at 150/180/210).
+"""Train a teacher with cross-entropy (CIFAR-100: SGD 0.05, 240 epochs, decay at 150/180/210).
 
     python examples/train_teacher.py --model resnet32x4 --data-dir ~/data/cifar100 \
         --output runs/teacher_resnet32x4 [--strong-augment]

@@ -174,7 +174,7 @@ def train_teacher(
     devices: list[str] | None = None,
     verbose: str | int = "auto",
 ) -> dict[str, Any]:
-    """Train ``model_name`` from scratch with cross-entropy (the CIFAR teachers' recipe by default)."""
+    """Train ``model_name`` with cross-entropy (default: the CIFAR teachers' recipe)."""
 
     def build(steps_per_epoch: int) -> keras.Model:
         model = parallel.sync_batchnorm(models.get_model(model_name, data.num_classes))
