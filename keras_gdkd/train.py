@@ -235,7 +235,8 @@ def _run(build, data: DataSpec, batch_size, epochs, output: Path, meta, mixed_pr
             shuffle=False,  # the stream is already shuffled per (seed, epoch)
             **train.fit_kwargs(),
         )
-    export(model).save(output / "model.keras")
+    # A plain BatchNorm again: a .keras file with synchronized=True loads only on TensorFlow.
+    parallel.sync_batchnorm(export(model), synchronized=False).save(output / "model.keras")
     return _write_results(output, meta, epochs, initial_epoch, time.perf_counter() - start,
                           timer.images_per_second(), setup.num_replicas)  # fmt: skip
 
