@@ -2,7 +2,7 @@
 
 Losses (``kd``, ``dkd``, ``gdkd``, ``gdkd3`` and objects ``KD``, ``DKD``, ``GDKD``, ``GDKD3``,
 ``GDKDV1..3``), the :class:`Distiller`, and the sub-packages ``models``, ``data`` (needs
-TensorFlow), ``presets`` and ``optimizers``.
+TensorFlow), ``presets``, ``optimizers``, ``parallel`` and ``train`` (loaded on first use).
 """
 
 from keras_gdkd import losses
@@ -49,7 +49,7 @@ __all__ = [
 def __getattr__(name):
     # Sub-packages load on first use: `data` needs TensorFlow, which a JAX- or PyTorch-only
     # install may not have.
-    if name in ("models", "data", "presets", "optimizers"):
+    if name in ("models", "data", "presets", "optimizers", "parallel", "train"):
         import importlib
 
         return importlib.import_module(f"keras_gdkd.{name}")
