@@ -166,3 +166,18 @@ def test_huge_logit_gaps_are_finite_and_exact(ref, scale, temperature):
         assert np.isfinite(value) and np.all(np.isfinite(grad))
         # float32 logits of size 1e4 carry ~1e-3 absolute round-off each
         np.testing.assert_allclose(value, want, rtol=1e-4)
+
+
+def test_tied_teacher_logits_still_give_a_top_k_set_of_exactly_k_classes():
+    # Which of several tied classes enters the set is the backend's top_k choice (TensorFlow
+    # takes the lower index; JAX and PyTorch do not promise an order), as in the authors' code.
+    from keras_gdkd.losses import partition
+
+    t = np.round(np.random.default_rng(7).normal(size=(16, 12)), 0).astype("float32")
+    for ks in ((1,), (3,), (5,), (1, 4)):
+        masks = [_np(m) for m in partition.topk_masks(t, ks)]
+        np.testing.assert_array_equal(sum(m.astype(int) for m in masks), 1)  # a partition
+        chosen = np.logical_or.reduce(masks[:-1])
+        np.testing.assert_array_equal(chosen.sum(axis=1), ks[-1])
+        for row, mask in zip(t, chosen):
+            assert row[mask].min() >= row[~mask].max()
