@@ -94,6 +94,12 @@ class Distiller(keras.Model):
             )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras does not recompile a loaded model whose `compile` is overridden unless asked to.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # so the saved optimizer state loads
+
     def fit(self, *args, callbacks=None, **kwargs):
         callbacks = list(callbacks or []) + [_EpochTracker(self)]
         return super().fit(*args, callbacks=callbacks, **kwargs)

@@ -160,6 +160,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert restored.distillation_loss == distiller.distillation_loss
     assert (restored.ce_weight, restored.warmup_epochs) == (0.5, 5)
     assert float(_np(restored.epoch)) == 2.0
+    assert restored.compiled and isinstance(restored.optimizer, keras.optimizers.SGD)
     np.testing.assert_allclose(
         restored.predict(x, verbose=0), distiller.predict(x, verbose=0), atol=1e-6
     )
