@@ -123,3 +123,12 @@ def test_a_killed_run_resumes_to_the_same_weights(workspace, whole_run):
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb),
                                    rtol=1e-5, atol=1e-6, err_msg=wa.path)  # fmt: skip
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="--help is backend-neutral")
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
+def test_every_example_script_has_help(script):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--help"],
+                            env=_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout
