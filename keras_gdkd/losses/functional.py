@@ -106,6 +106,16 @@ def _check_labels(labels, logits) -> None:
 GDKD_TERMS = ("high_loss", "low_top_loss", "low_other_loss")
 
 
+def _weighted_terms(t2, high, low_top, low_other, w0, w1, w2) -> tuple:
+    """``(w0 L_high + w1 L_low_top + w2 L_low_other, named terms)``, every term times T^2.
+
+    ``w1``/``w2`` may be per-sample (the dynamic variants).
+    """
+    terms = dict(zip(GDKD_TERMS, (t2 * high, t2 * low_top, t2 * low_other)))
+    loss = w0 * terms["high_loss"] + w1 * terms["low_top_loss"] + w2 * terms["low_other_loss"]
+    return loss, terms
+
+
 def _gdkd_parts(s, t_scaled, t_raw, ks: tuple, strategy: str = "best"):
     """KL terms (T^2 not applied) over the teacher's rank partition; top-k from raw logits."""
     num_classes = s.shape[-1]
@@ -133,9 +143,7 @@ def gdkd_terms(
         raise ValueError(f"strategy must be 'best' or 'worst'; got {strategy!r}.")
     s, t, t_raw, t2 = _scaled(student_logits, teacher_logits, temperature, standardize)
     high, (low_top, low_other), _ = _gdkd_parts(s, t, t_raw, (k,), strategy)
-    terms = dict(zip(GDKD_TERMS, (t2 * high, t2 * low_top, t2 * low_other)))
-    loss = w0 * terms["high_loss"] + w1 * terms["low_top_loss"] + w2 * terms["low_other_loss"]
-    return loss, terms
+    return _weighted_terms(t2, high, low_top, low_other, w0, w1, w2)
 
 
 def gdkd(
@@ -174,9 +182,7 @@ def gdkd3_terms(
     """
     s, t, t_raw, t2 = _scaled(student_logits, teacher_logits, temperature, standardize)
     high, (_, low_top, low_other), _ = _gdkd_parts(s, t, t_raw, (1, k))
-    terms = dict(zip(GDKD_TERMS, (t2 * high, t2 * low_top, t2 * low_other)))
-    loss = w0 * terms["high_loss"] + w1 * terms["low_top_loss"] + w2 * terms["low_other_loss"]
-    return loss, terms
+    return _weighted_terms(t2, high, low_top, low_other, w0, w1, w2)
 
 
 def gdkd3(
@@ -214,11 +220,9 @@ def gdkd_dynamic_terms(
     that set when its ``scale_*`` flag is set (V1: both, V2: other only, V3: top only)."""
     s, t, t_raw, t2 = _scaled(student_logits, teacher_logits, temperature, standardize)
     high, (low_top, low_other), mass = _gdkd_parts(s, t, t_raw, (k,))
-    terms = dict(zip(GDKD_TERMS, (t2 * high, t2 * low_top, t2 * low_other)))
     top_w = top_weight * mass[:, 0] if scale_top else top_weight
     other_w = other_weight * mass[:, 1] if scale_other else other_weight
-    loss = w0 * terms["high_loss"] + top_w * terms["low_top_loss"]
-    return loss + other_w * terms["low_other_loss"], terms
+    return _weighted_terms(t2, high, low_top, low_other, w0, top_w, other_w)
 
 
 def gdkd_v1(
