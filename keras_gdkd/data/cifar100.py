@@ -85,14 +85,13 @@ def cifar100_train(
         ds = ds.map(make_batch, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
         return pipeline.with_options(ds.prefetch(pipeline.AUTOTUNE))
 
-    return pipeline.TrainData(
-        dataset=build(initial_epoch, epochs),
+    return pipeline.TrainData.from_builder(
+        build,
         steps_per_epoch=steps,
         num_examples=n,
         batch_size=batch_size,
         initial_epoch=initial_epoch,
         epochs=epochs,
-        epoch_dataset=lambda e: build(e, e + 1),
     )
 
 

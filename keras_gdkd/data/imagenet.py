@@ -139,14 +139,13 @@ def imagenet_train(
             ds = pipeline.epochs_range(first, stop).flat_map(epoch_indices)
             return finish(ds.map(make, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True))
 
-    return pipeline.TrainData(
-        dataset=build(initial_epoch, epochs),
+    return pipeline.TrainData.from_builder(
+        build,
         steps_per_epoch=steps,
         num_examples=n,
         batch_size=batch_size,
         initial_epoch=initial_epoch,
         epochs=epochs,
-        epoch_dataset=lambda e: build(e, e + 1),
     )
 
 

@@ -39,6 +39,28 @@ class TrainData:
     epoch_dataset: Callable[[int], tf.data.Dataset]
     """`epoch_dataset(e)`: just epoch `e`'s `steps_per_epoch` batches."""
 
+    @classmethod
+    def from_builder(
+        cls,
+        build: Callable[[int, int], tf.data.Dataset],
+        *,
+        steps_per_epoch: int,
+        num_examples: int,
+        batch_size: int,
+        initial_epoch: int,
+        epochs: int,
+    ) -> TrainData:
+        """`build(first, stop)` yields epochs first..stop-1; the stream starts at initial_epoch."""
+        return cls(
+            dataset=build(initial_epoch, epochs),
+            steps_per_epoch=steps_per_epoch,
+            num_examples=num_examples,
+            batch_size=batch_size,
+            initial_epoch=initial_epoch,
+            epochs=epochs,
+            epoch_dataset=lambda e: build(e, e + 1),
+        )
+
     def fit_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `model.fit` matching this stream."""
         return {
