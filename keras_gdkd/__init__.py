@@ -1,56 +1,44 @@
 """keras-gdkd: Generalized Decoupled Knowledge Distillation for Keras 3.
 
-Losses (``kd``, ``dkd``, ``gdkd``, ``gdkd3`` and objects ``KD``, ``DKD``, ``GDKD``, ``GDKD3``,
-``GDKDV1..3``), the :class:`Distiller`, and the sub-packages ``models``, ``data`` (needs
-TensorFlow), ``presets``, ``optimizers``, ``parallel`` and ``train`` (loaded on first use).
+Losses (`kd`, `dkd`, `gdkd`, `gdkd3`, `gdkd_v1..3` and the objects `KD`, `DKD`, `GDKD`, `GDKD3`,
+`GDKDV1..3`), the `Distiller`, and the sub-packages `models`, `data` (needs TensorFlow),
+`presets`, `optimizers`, `parallel`, `runs` and `train`.
+
+Importing the package is cheap: names load on first use, so `keras-gdkd --help` answers before
+Keras and its backend start. When Keras is already imported, the losses and the `Distiller`
+load at once, so `import keras, keras_gdkd` registers them with `keras.saving` as usual.
 """
 
-from keras_gdkd import losses
-from keras_gdkd.distiller import Distiller
-from keras_gdkd.losses import (
-    DKD,
-    GDKD,
-    GDKD3,
-    GDKDV1,
-    GDKDV2,
-    GDKDV3,
-    KD,
-    dkd,
-    gdkd,
-    gdkd3,
-    gdkd_v1,
-    gdkd_v2,
-    gdkd_v3,
-    kd,
-)
+from __future__ import annotations
+
+import importlib
+import sys
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DKD",
-    "GDKD",
-    "GDKD3",
-    "GDKDV1",
-    "GDKDV2",
-    "GDKDV3",
-    "KD",
-    "Distiller",
-    "dkd",
-    "gdkd",
-    "gdkd3",
-    "gdkd_v1",
-    "gdkd_v2",
-    "gdkd_v3",
-    "kd",
-    "losses",
-]
+_LOSS_NAMES = (
+    "DKD", "GDKD", "GDKD3", "GDKDV1", "GDKDV2", "GDKDV3", "KD",
+    "dkd", "gdkd", "gdkd3", "gdkd_v1", "gdkd_v2", "gdkd_v3", "kd",
+)  # fmt: skip
+_SUBPACKAGES = ("losses", "models", "data", "presets", "optimizers", "parallel", "runs", "train")
+
+__all__ = ["Distiller", *_LOSS_NAMES, *_SUBPACKAGES, "__version__"]
 
 
-def __getattr__(name):
-    # Sub-packages load on first use: `data` needs TensorFlow, which a JAX- or PyTorch-only
-    # install may not have.
-    if name in ("models", "data", "presets", "optimizers", "parallel", "train"):
-        import importlib
-
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
         return importlib.import_module(f"keras_gdkd.{name}")
+    if name in _LOSS_NAMES:
+        return getattr(importlib.import_module("keras_gdkd.losses"), name)
+    if name == "Distiller":
+        return importlib.import_module("keras_gdkd.distiller").Distiller
     raise AttributeError(f"module 'keras_gdkd' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if "keras" in sys.modules:
+    # Keras is loaded already, so this costs little: register the serializable classes now.
+    importlib.import_module("keras_gdkd.distiller")

@@ -1,22 +1,46 @@
-"""The ``keras-gdkd`` command: distil, train a teacher, evaluate, list presets.
+"""The `keras-gdkd` command: distil, train a teacher, evaluate, check data, list presets, demo.
 
+    keras-gdkd demo --output runs/demo          # offline: synthetic data, teacher, student
     keras-gdkd presets
     keras-gdkd distill --preset res32x4_res8x4 --method gdkd \\
         --teacher-weights resnet32x4_vanilla/ckpt_epoch_240.pth --data-dir ~/data --output runs/r8x4
     keras-gdkd train-teacher --model resnet32x4 --data-dir ~/data --output runs/teacher
     keras-gdkd evaluate runs/r8x4/model.keras --data-dir ~/data
+    keras-gdkd check-data --dataset imagenet --data-dir ~/data/imagenet
 
-The backend is Keras's: set ``KERAS_BACKEND`` (tensorflow, jax or torch). Re-running the same
-command resumes an interrupted run from its last finished epoch.
+The backend is Keras's: set `KERAS_BACKEND` (tensorflow, jax or torch). Running the same
+command again resumes an interrupted run from its last good checkpoint. Expected errors print one
+line and a hint and exit with status 2; `--debug` (or `KERAS_GDKD_DEBUG=1`) shows tracebacks.
+Arguments are parsed before Keras is imported, so `--help` and argument errors are instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import time
+from pathlib import Path
 
-from keras_gdkd import presets
+from keras_gdkd import __version__, presets
+
+EXIT_ERROR = 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def _add_data_args(parser: argparse.ArgumentParser, dataset_choice: bool = True) -> None:
@@ -25,7 +49,9 @@ def _add_data_args(parser: argparse.ArgumentParser, dataset_choice: bool = True)
     parser.add_argument(
         "--data-dir",
         help="folder holding the data files (cifar-100-python.tar.gz or its folder; ImageNet "
-        "train/ and val/ class folders), or a tensorflow-datasets data_dir (default: tfds's)",
+        "train/ and val/ class folders), or a tensorflow-datasets data_dir holding the prepared "
+        "dataset (default: tfds's folder). No download happens: see `keras-gdkd demo` to try "
+        "the tool on generated data",
     )
     parser.add_argument("--manual-dir", help="tfds manual download folder for imagenet2012")
     parser.add_argument("--seed", type=int, default=0, help="data order and augmentation seed")
@@ -33,24 +59,33 @@ def _add_data_args(parser: argparse.ArgumentParser, dataset_choice: bool = True)
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="run folder (resumes if it exists)")
-    parser.add_argument("--epochs", type=int, help="override the number of epochs")
-    parser.add_argument("--batch-size", type=int, help="override the (global) batch size")
-    parser.add_argument("--lr", type=float, help="override the base learning rate")
+    parser.add_argument("--epochs", type=_positive_int, help="override the number of epochs")
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="override the (global) batch size; the learning rate scales linearly with it "
+        "unless --lr is given",
+    )
+    parser.add_argument("--lr", type=_positive_float, help="override the base learning rate")
     parser.add_argument(
         "--mixed-precision",
         choices=("bfloat16", "float16"),
-        help="run the models under mixed_<dtype> (losses stay float32)",
+        help="run the models under mixed_<dtype> (losses and logits stay float32)",
     )
     parser.add_argument(
-        "--devices",
-        nargs="+",
-        help="devices for data-parallel training (default: all accelerators)",
+        "--devices", nargs="+", help="devices for data-parallel training (default: all)"
     )
     parser.add_argument(
-        "--multi-host",
+        "--force",
         action="store_true",
-        help="JAX: initialise jax.distributed (keras.distribution.initialize)",
+        help="resume even though the configuration differs from the run's first start",
     )
+    parser.add_argument(
+        "--check-data",
+        action="store_true",
+        help="scan every image/archive for damage before training (see `check-data`)",
+    )
+    _add_multi_host_args(parser)
     parser.add_argument(
         "--verbose",
         type=int,
@@ -60,9 +95,35 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_multi_host_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "several hosts (JAX)",
+        "One process per host, each with the same command and its own --process-id. The "
+        "values may instead come from KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+        "KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID with --multi-host.",
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
+    group.add_argument("--num-processes", type=_positive_int, help="number of processes")
+    group.add_argument("--process-id", type=int, help="this process's index, 0 to N-1")
+    group.add_argument(
+        "--multi-host",
+        action="store_true",
+        help="join a cluster described by the KERAS_DISTRIBUTION_* variables",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `keras-gdkd` (no Keras import)."""
     parser = argparse.ArgumentParser(
-        prog="keras-gdkd", description="Knowledge distillation (GDKD, DKD, KD) with Keras 3."
+        prog="keras-gdkd",
+        description="Knowledge distillation (GDKD, DKD, KD) with Keras 3 on TensorFlow, JAX "
+        "or PyTorch (KERAS_BACKEND).",
+    )
+    parser.add_argument("--version", action="version", version=f"keras-gdkd {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks and the backend's start-up logging",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -96,12 +157,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="top-1 of a saved model on the validation set")
     p.add_argument("model", help="a .keras file (a model or a saved Distiller)")
     _add_data_args(p)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+
+    p = sub.add_parser("check-data", help="scan a data folder for missing or damaged files")
+    _add_data_args(p)
+    p.add_argument("--full", action="store_true", help="decode every image (slow but thorough)")
+
+    p = sub.add_parser(
+        "demo",
+        help="try everything offline: generated CIFAR-format data, a teacher, a GDKD student",
+    )
+    p.add_argument("--output", required=True, help="folder for the data and the two runs")
+    p.add_argument("--epochs", type=_positive_int, default=3, help="epochs of each run")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (0 ok, 2 expected error)."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("KERAS_GDKD_DEBUG", "") not in ("", "0")
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow starts
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("keras-gdkd: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotImplementedError) as error:
+        if debug:
+            raise
+        print(f"keras-gdkd: error: {error}", file=sys.stderr)
+        hint = getattr(error, "hint", None)
+        print(f"hint: {hint}" if hint else "hint: rerun with --debug for the traceback",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_ERROR
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "presets":
         if args.name:
             print(presets.get(args.name, args.method))
@@ -110,11 +203,15 @@ def main(argv: list[str] | None = None) -> int:
                 p = presets.get(name)
                 print(f"{name:<18} {p.dataset:<9} {p.teacher} -> {p.student}")
         return 0
+    if args.command == "check-data":
+        return _check_data(args.dataset, args.data_dir, args.manual_dir, full=args.full)
+    if args.command == "demo":
+        return _demo(Path(args.output), args.epochs, args.verbose)
 
-    from keras_gdkd import parallel, train  # heavy imports only for real work
+    if args.command in ("distill", "train-teacher"):
+        _join_cluster(args)
+    from keras_gdkd import train  # Keras and the backend start here
 
-    if getattr(args, "multi_host", False):
-        parallel.initialize_multi_host()
     if args.command == "evaluate":
         data = train.DataSpec(args.dataset, args.data_dir, args.manual_dir, args.seed)
         print(json.dumps(train.evaluate(args.model, data=data, batch_size=args.batch_size)))
@@ -122,23 +219,76 @@ def main(argv: list[str] | None = None) -> int:
 
     common = dict(output=args.output, epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.lr, mixed_precision=args.mixed_precision,
-                  devices=args.devices, verbose=args.verbose)  # fmt: skip
+                  devices=args.devices, verbose=args.verbose, force=args.force)  # fmt: skip
     if args.command == "distill":
         preset = presets.get(args.preset, args.method)
-        if args.student:
-            preset = preset.replace(student=args.student)
         data = train.DataSpec(preset.dataset, args.data_dir, args.manual_dir, args.seed)
-        print(preset)
+        if args.check_data and _check_data(preset.dataset, args.data_dir, args.manual_dir):
+            return EXIT_ERROR
+        if args.verbose:
+            used = train.resolve_preset(preset, epochs=args.epochs, batch_size=args.batch_size,
+                                        learning_rate=args.lr, student=args.student)  # fmt: skip
+            print(used, file=sys.stderr)
+        if args.student:
+            preset = train.resolve_preset(preset, student=args.student)
         results = train.distill(preset, data=data, teacher_weights=args.teacher_weights, **common)
     else:
         data = train.DataSpec(args.dataset, args.data_dir, args.manual_dir, args.seed,
                               args.strong_augment)  # fmt: skip
+        if args.check_data and _check_data(args.dataset, args.data_dir, args.manual_dir):
+            return EXIT_ERROR
         given = {k: v for k, v in common.items() if v is not None}
-        # torchvision's ImageNet recipe; the CIFAR recipe is train_teacher's default
-        defaults = (dict(epochs=90, batch_size=256, learning_rate=0.1, lr_decay_epochs=(30, 60),
-                         weight_decay=1e-4) if data.dataset == "imagenet" else {})  # fmt: skip
-        results = train.train_teacher(args.model, data=data, **{**defaults, **given})
+        recipe = presets.teacher_recipe(data.dataset)
+        if args.verbose:
+            shown = {**recipe, **{k: v for k, v in given.items() if k in recipe}}
+            print(f"Teacher {args.model} on {data.dataset}: "
+                  + ", ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)  # fmt: skip
+        results = train.train_teacher(args.model, data=data, **{**recipe, **given})
     print(json.dumps(results, indent=2))
+    return 0
+
+
+def _join_cluster(args: argparse.Namespace) -> None:
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if not args.multi_host and all(v is None for v in explicit):
+        return
+    from keras_gdkd import parallel
+
+    parallel.initialize_multi_host(args.coordinator, args.num_processes, args.process_id)
+
+
+def _check_data(dataset: str, data_dir: str | None, manual_dir: str | None, full=False) -> int:
+    from keras_gdkd import data
+
+    start = time.perf_counter()
+    report = data.check_data(dataset, data_dir, full_decode=full)
+    print(report, file=sys.stderr)
+    print(f"checked in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0 if report.ok else EXIT_ERROR
+
+
+def _demo(output: Path, epochs: int, verbose: int) -> int:
+    """Generated CIFAR-format data, a small teacher, then a GDKD student, all in ``output``."""
+    from keras_gdkd import train
+    from keras_gdkd.data import testing
+
+    start = time.perf_counter()
+    data_dir = output / "data"
+    if not (data_dir / "cifar-100-python.tar.gz").exists():
+        testing.write_demo_cifar100(data_dir, num_train=2048, num_test=512, seed=0)
+    data = train.DataSpec("cifar100", str(data_dir))
+    teacher = train.train_teacher("resnet14", data=data, output=output / "teacher",
+                                  epochs=epochs, batch_size=64, learning_rate=0.05,
+                                  verbose=verbose)  # fmt: skip
+    student = train.distill(presets.get("res56_res20", "gdkd"), data=data,
+                            teacher_weights=str(output / "teacher" / "model.keras"),
+                            output=output / "student", epochs=epochs, batch_size=64,
+                            verbose=verbose)  # fmt: skip
+    print(f"demo finished in {time.perf_counter() - start:.0f} s on generated data "
+          f"({data_dir}): teacher resnet14 top-1 {teacher['best_top1']:.1f}%, "
+          f"GDKD student resnet20 top-1 {student['best_top1']:.1f}%. Outputs: "
+          f"{output / 'teacher'}, {output / 'student'} (results.json, curves.png, "
+          "model.keras, best.keras).")  # fmt: skip
     return 0
 
 

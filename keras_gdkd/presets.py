@@ -378,3 +378,24 @@ def get(name: str, method: str = "gdkd") -> Preset:
     if (key_name, key_method) not in _PRESETS:
         raise ValueError(f"Unknown preset {name!r}; available presets: {', '.join(available())}.")
     return _PRESETS[key_name, key_method]
+
+
+# The teachers' cross-entropy recipes: the CRD/DKD CIFAR teachers, torchvision's ImageNet one.
+_TEACHER_RECIPES: dict[str, dict[str, Any]] = {
+    "cifar100": dict(epochs=240, batch_size=64, learning_rate=0.05,
+                     lr_decay_epochs=(150, 180, 210), weight_decay=5e-4, momentum=0.9),
+    "imagenet": dict(epochs=90, batch_size=256, learning_rate=0.1, lr_decay_epochs=(30, 60),
+                     weight_decay=1e-4, momentum=0.9),
+}  # fmt: skip
+
+
+def teacher_recipe(dataset: str) -> dict[str, Any]:
+    """Keyword arguments of ``keras_gdkd.train.train_teacher`` for ``dataset``'s teachers.
+
+    Example:
+        >>> teacher_recipe("imagenet")["learning_rate"]
+        0.1
+    """
+    if dataset not in _TEACHER_RECIPES:
+        raise ValueError(f"Unknown dataset {dataset!r}; expected 'cifar100' or 'imagenet'.")
+    return dict(_TEACHER_RECIPES[dataset])
