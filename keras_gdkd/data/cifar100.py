@@ -105,17 +105,24 @@ def cifar100_test(
 ) -> tf.data.Dataset:
     """CIFAR-100 evaluation set in file order, normalised only; keeps the partial last batch.
 
-    Yields `(float32 (B, 32, 32, 3), int32 (B,))`; deterministic.
+    Args:
+        source: as for `load_cifar100`.
+        batch_size: examples per batch; the last batch may be smaller.
+        split: `"test"` (default) or `"train"`.
+        data_dir, download: the tfds data folder, and whether tfds may download.
+
+    Returns:
+        A deterministic `tf.data.Dataset` of `(float32 (B, 32, 32, 3), int32 (B,))`, built
+        as a per-example map then `batch(batch_size, drop_remainder=False)`: the element
+        spec is `((None, 32, 32, 3), (None,))` and `tf.data.experimental.compute_batch_size`
+        gives `batch_size`, which Keras' distribution needs to split batches over processes.
     """
+    pipeline.check_batch_size(batch_size)
     images, labels = load_cifar100(source, split, data_dir, download)
-    images_t = tf.constant(images)
-    labels_t = tf.constant(labels)
-
-    @pipeline.no_autograph
-    def make_batch(idx):
-        x = augment.normalize(tf.gather(images_t, idx), augment.CIFAR100_MEAN, augment.CIFAR100_STD)
-        return x, tf.gather(labels_t, idx)
-
-    ds = tf.data.Dataset.range(len(images)).batch(batch_size)
-    ds = ds.map(make_batch, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    normalize = pipeline.no_autograph(
+        lambda x, y: (augment.normalize(x, augment.CIFAR100_MEAN, augment.CIFAR100_STD), y)
+    )
+    ds = ds.map(normalize, num_parallel_calls=pipeline.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
     return pipeline.with_options(ds.prefetch(pipeline.AUTOTUNE))

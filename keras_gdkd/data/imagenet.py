@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -13,10 +13,16 @@ from keras_gdkd.data import _seeding, augment, pipeline, sources
 NUM_CLASSES = 1000
 
 
-def _folder_root(source, split_dir: str) -> Path:
-    root = Path(source).expanduser()
-    # Accept either the dataset root (holding train/ and val/) or the split folder itself.
-    return root / split_dir if (root / split_dir).is_dir() else root
+def _check_tfds_classes(builder, class_names: Sequence[str] | None) -> None:
+    if class_names is None:
+        return
+    names = list(builder.info.features["label"].names)
+    if list(class_names) != names:
+        diff = sources.class_difference(names, class_names) or "same classes, different order"
+        raise ValueError(
+            f"tfds {builder.name} numbers its {len(names)} labels differently from the "
+            f"{len(class_names)} given class_names: {diff}."
+        )
 
 
 def _tfds_builder(data_dir, manual_dir):
@@ -70,6 +76,7 @@ def imagenet_train(
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
     shuffle_buffer: int = 16_384,
+    class_names: Sequence[str] | None = None,
 ) -> pipeline.TrainData:
     """ImageNet training stream (spec section 6), see `TrainData` for the epoch contract.
 
@@ -83,6 +90,11 @@ def imagenet_train(
     augmentation draws is the position within the epoch.
     Otherwise `source` is a folder `<root>/train/<class>/*.JPEG` (or `<root>/<class>/...`):
     a global per-epoch permutation, draws keyed by the file's index in sorted order.
+
+    `class_names` pins the label numbering (label `i` is `class_names[i]`, e.g. the list
+    `imagenet_class_names` gave when the run started); the train folder must hold exactly
+    these classes, and a tfds source must number them the same way, else `ValueError`.
+    `None`: the train class folders sorted by name.
     """
     pipeline.check_epochs(epochs, initial_epoch)
     train_image = functools.partial(
@@ -95,6 +107,7 @@ def imagenet_train(
 
     if isinstance(source, str) and source == "tfds":
         builder = _tfds_builder(data_dir, manual_dir)
+        _check_tfds_classes(builder, class_names)
         n = _num_examples(_tfds_split(builder, "train", None), builder, "train")
         steps = pipeline.steps_for(n, batch_size)
 
@@ -118,7 +131,8 @@ def imagenet_train(
             return finish(ds)
 
     else:
-        paths, labels, _ = sources.list_image_folder(_folder_root(source, "train"))
+        train_root = sources.imagenet_split_folder(source, "train")
+        paths, labels, _ = sources.list_image_folder(train_root, class_names)
         n = len(paths)
         steps = pipeline.steps_for(n, batch_size)
         paths_t = tf.constant(paths)
@@ -157,16 +171,34 @@ def imagenet_val(
     manual_dir: str | os.PathLike | None = None,
     image_size: int = 224,
     resize_size: int = 256,
+    class_names: Sequence[str] | None = None,
 ) -> tf.data.Dataset:
     """ImageNet validation set: short side to `resize_size`, centre crop `image_size`,
     ImageNet normalisation; fixed order, keeps the partial last batch.
 
-    `source`: `"tfds"` (split `validation`) or a folder `<root>/val/<class>/*.JPEG`
-    (or `<root>/<class>/...`). Yields `(float32 (B, S, S, 3), int32 (B,))`.
+    Args:
+        source: `"tfds"` (split `validation` of `imagenet2012`) or a folder
+            `<root>/val/<class>/*.JPEG` (or the `val/` folder itself).
+        batch_size: examples per batch; the last batch may be smaller.
+        data_dir, manual_dir: the tfds data and manual download folders.
+        image_size, resize_size: the centre crop and the short side before it.
+        class_names: label `i` is `class_names[i]`. `None`: the train class list by name,
+            `imagenet_class_names(root)` (the sorted folder names of `<root>/train/`), so
+            val labels always match the train labels. The val folder must hold exactly
+            these classes (same set); differences raise `ValueError` listing them.
+
+    Returns:
+        A `tf.data.Dataset` of `(float32 (B, S, S, 3), int32 (B,))`, per-example map then
+        `batch(batch_size, drop_remainder=False)`: the element spec is
+        `((None, S, S, 3), (None,))` and `tf.data.experimental.compute_batch_size` gives
+        `batch_size`, as Keras' distribution needs.
     """
+    pipeline.check_batch_size(batch_size)
     eval_image = functools.partial(augment.imagenet_eval_image, resize=resize_size, size=image_size)
     if isinstance(source, str) and source == "tfds":
-        ds = _tfds_split(_tfds_builder(data_dir, manual_dir), "validation", None)
+        builder = _tfds_builder(data_dir, manual_dir)
+        _check_tfds_classes(builder, class_names)
+        ds = _tfds_split(builder, "validation", None)
         ds = ds.map(
             pipeline.no_autograph(
                 lambda ex: (eval_image(ex["image"]), tf.cast(ex["label"], tf.int32))
@@ -175,11 +207,15 @@ def imagenet_val(
             deterministic=True,
         )
     else:
-        paths, labels, _ = sources.list_image_folder(_folder_root(source, "val"))
+        if class_names is None:
+            class_names = sources.imagenet_class_names(source)
+        val_root = sources.imagenet_split_folder(source, "val")
+        paths, labels, _ = sources.list_image_folder(val_root, class_names)
         ds = tf.data.Dataset.from_tensor_slices((paths, labels))
         ds = ds.map(
             pipeline.no_autograph(lambda p, y: (eval_image(tf.io.read_file(p)), y)),
             num_parallel_calls=pipeline.AUTOTUNE,
             deterministic=True,
         )
-    return pipeline.with_options(ds.batch(batch_size).prefetch(pipeline.AUTOTUNE))
+    ds = ds.batch(batch_size, drop_remainder=False)
+    return pipeline.with_options(ds.prefetch(pipeline.AUTOTUNE))

@@ -76,9 +76,13 @@ def check_epochs(epochs: int, initial_epoch: int) -> None:
         raise ValueError(f"need 0 <= initial_epoch < epochs, got {initial_epoch=} {epochs=}")
 
 
+def check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
 def steps_for(num_examples: int, batch_size: int) -> int:
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    check_batch_size(batch_size)
     steps = num_examples // batch_size
     if steps == 0:
         raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} training examples")
