@@ -220,7 +220,7 @@ def distill(
         epochs, batch_size, learning_rate: overrides (see :func:`resolve_preset`).
         mixed_precision: ``"bfloat16"`` or ``"float16"`` to train under ``mixed_<dtype>``.
         devices: devices for data-parallel training (default: all accelerators).
-        verbose: Keras's ``fit`` verbosity; 0 also silences the run's own messages.
+        verbose: Keras's ``fit`` verbosity (the run's own few messages go to stderr).
         force: resume even if the configuration differs from the first start.
 
     Returns:
@@ -403,7 +403,7 @@ class _Outputs:
 
 def _run(job: _Job, data: DataSpec, output: Path, mixed_precision, devices, verbose,
          force) -> dict[str, Any]:  # fmt: skip
-    say = _say if verbose != 0 else (lambda *_: None)
+    say = _say
     # Everything that can be checked without training is checked before the folder exists.
     data_config = data.describe()
     class_names = data.class_names()

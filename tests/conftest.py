@@ -36,3 +36,9 @@ def _reset_keras_state():
 
 def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {keras.backend.backend()}, shared: {SHARED_DIR}"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes tens of seconds (runs in CI; deselect with -m 'not slow')"
+    )
