@@ -315,6 +315,14 @@ def _fast_image_problem(path: str) -> str | None:
     return f"not a JPEG, PNG, GIF or BMP image (starts with {head[:8].hex(' ')})"
 
 
+def _tf_message(error: Exception) -> str:
+    # TensorFlow wraps op errors as "{{function_node ...}} message [Op:Name]": keep the message.
+    message = str(getattr(error, "message", error)).strip()
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+    message = re.sub(r"\s*\[Op:\w+\]", "", message)
+    return message.splitlines()[0] if message else type(error).__name__
+
+
 def _decode_problem(path: str) -> str | None:
     import tensorflow as tf
 
@@ -324,8 +332,7 @@ def _decode_problem(path: str) -> str | None:
         # The pipelines' own decoder, so what passes here also passes in training.
         image = augment.decode_rgb(tf.io.read_file(path))
     except (tf.errors.OpError, ValueError) as e:
-        message = str(getattr(e, "message", e)).strip().splitlines()[0]
-        return f"cannot be decoded: {message}"
+        return f"cannot be decoded: {_tf_message(e)}"
     if 0 in image.shape:
         return f"decodes to an empty image {tuple(image.shape)}"
     return None
@@ -561,16 +568,16 @@ def _check_tfds(name: str, data_dir: str | None, full_decode: bool) -> DataRepor
                 try:
                     augment.decode_rgb(example["image"])
                 except (tf.errors.OpError, ValueError) as e:
-                    message = str(getattr(e, "message", e)).splitlines()[0]
                     problems.append(
                         DataProblem(
-                            f"{subject} {split}[{position}]", f"cannot be decoded: {message}"
+                            f"{subject} {split}[{position}]", f"cannot be decoded: {_tf_message(e)}"
                         )
                     )
         except tf.errors.OpError as e:
-            message = str(getattr(e, "message", e)).splitlines()[0]
             problems.append(
-                DataProblem(f"{subject} {split}", f"unreadable after example {position}: {message}")
+                DataProblem(
+                    f"{subject} {split}", f"unreadable after example {position}: {_tf_message(e)}"
+                )
             )
         checked += position + 1
     return DataReport(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import pickle
@@ -70,12 +71,13 @@ def _class_images(labels: np.ndarray, num_classes: int, size, rng, noise_cells=N
     coords = np.where(
         vertical[:, None, None], np.arange(w)[None, None, :], np.arange(h)[None, :, None]
     )
-    stripes = 18.0 * np.sin(2 * np.pi * coords / period[:, None, None] + phase[:, None, None])
+    angle = (2 * np.pi / period)[:, None, None] * coords + phase[:, None, None]
+    stripes = 18.0 * np.sin(angle.astype(np.float32))
     brightness = rng.uniform(-12.0, 12.0, n)
     if noise_cells is None:
-        noise = rng.normal(0.0, 24.0, (n, h, w, 3))
+        noise = 24.0 * rng.standard_normal((n, h, w, 3), dtype=np.float32)
     else:
-        coarse = rng.normal(0.0, 24.0, (n, *noise_cells, 3))
+        coarse = 24.0 * rng.standard_normal((n, *noise_cells, 3), dtype=np.float32)
         noise = _upsample_linear(_upsample_linear(coarse, h, axis=1), w, axis=2)
     images = (
         colours[:, None, None, :] + stripes[..., None] + brightness[:, None, None, None] + noise
@@ -109,7 +111,13 @@ def _write_cifar_archive(directory: Path, splits: dict, extracted: bool) -> Path
         (directory / CIFAR100_FOLDER).mkdir(parents=True, exist_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
     archive = directory / CIFAR100_ARCHIVE
-    with tarfile.open(archive, "w:gz") as tar:
+    # mtime=0 in the gzip header (tar members default to mtime 0): byte-identical archives
+    # for identical arguments.
+    with (
+        open(archive, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         for name, (x, y) in splits.items():
             blob = _cifar_pickle(x, y)
             if extracted:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import pickle
+import tarfile
+
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
+
+# What Keras' multi-process distribution calls to find the global batch size (-1: unknown).
+from tensorflow.python.data.experimental.ops.distribute import compute_batch_size  # noqa: E402
 
 from keras_gdkd import data as kd  # noqa: E402
 from keras_gdkd.data import augment, testing  # noqa: E402
@@ -47,14 +54,63 @@ def test_python_archive_folder_and_parent_agree(cifar_files):
 def test_python_loader_caches_and_refuses_foreign_pickles(cifar_files, tmp_path):
     a = kd.load_cifar100_python(cifar_files["archive"])
     assert kd.load_cifar100_python(cifar_files["archive"]) is a
-    import pickle
-
     bad = tmp_path / "cifar-100-python"
     bad.mkdir()
     (bad / "train").write_bytes(pickle.dumps({b"data": tmp_path}))
     (bad / "test").write_bytes(pickle.dumps({b"data": tmp_path}))
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match=r"cifar-100-python/train.*refused"):
         kd.load_cifar100_python(bad)
+
+
+def _archive_with(path, members: dict[str, bytes]):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in members.items():
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return path
+
+
+def test_truncated_archive_names_the_file(cifar_files, tmp_path):
+    blob = cifar_files["archive"].read_bytes()
+    for cut in (20, len(blob) // 2):
+        truncated = tmp_path / f"cut{cut}" / "cifar-100-python.tar.gz"
+        truncated.parent.mkdir()
+        truncated.write_bytes(blob[:cut])
+        with pytest.raises(
+            ValueError, match=r"cut\d+/cifar-100-python.tar.gz.*truncated or corrupt"
+        ):
+            kd.load_cifar100(truncated.parent)
+    garbage = tmp_path / "garbage.tar.gz"
+    garbage.write_bytes(b"this is not an archive" * 10)
+    with pytest.raises(ValueError, match="garbage.tar.gz"):
+        kd.load_cifar100(garbage)
+
+
+def test_archive_member_errors_name_file_and_member(cifar_files, tmp_path):
+    good = (cifar_files["folder"] / "test").read_bytes()
+    missing = _archive_with(tmp_path / "missing.tar.gz", {"test": good})
+    with pytest.raises(ValueError, match=r"missing.tar.gz lacks the CIFAR-100 pickles \['train'\]"):
+        kd.load_cifar100(missing)
+    corrupt = _archive_with(tmp_path / "corrupt.tar.gz", {"train": good[:500], "test": good})
+    with pytest.raises(ValueError, match=r"corrupt.tar.gz \(member cifar-100-python/train\)"):
+        kd.load_cifar100(corrupt)
+    wrong_keys = pickle.dumps({b"pixels": np.zeros((2, 3072), np.uint8)})
+    keys = _archive_with(tmp_path / "keys.tar.gz", {"train": wrong_keys, "test": good})
+    with pytest.raises(ValueError, match=r"keys.tar.gz.*b'data' and b'fine_labels'"):
+        kd.load_cifar100(keys)
+    shape = pickle.dumps({b"data": np.zeros((2, 1000), np.uint8), b"fine_labels": [0, 1]})
+    shaped = _archive_with(tmp_path / "shape.tar.gz", {"train": shape, "test": good})
+    with pytest.raises(ValueError, match=r"shape.tar.gz.*\(N, 3072\), got uint8 \(2, 1000\)"):
+        kd.load_cifar100(shaped)
+    labels = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [0, 100]})
+    labelled = _archive_with(tmp_path / "labels.tar.gz", {"train": labels, "test": good})
+    with pytest.raises(ValueError, match=r"labels.tar.gz.*\[0, 100\), found \[0, 100\]"):
+        kd.load_cifar100(labelled)
+    count = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [0]})
+    counted = _archive_with(tmp_path / "count.tar.gz", {"train": count, "test": good})
+    with pytest.raises(ValueError, match=r"count.tar.gz.*2 images but labels of shape \(1,\)"):
+        kd.load_cifar100(counted)
 
 
 def test_tfds_source(tmp_path):
@@ -127,6 +183,12 @@ def test_pad_crop_flip_semantics_per_image(indexed_arrays):
 
 def test_normalisation_and_test_pipeline(cifar_files):
     ds = kd.cifar100_test(cifar_files["folder"], batch_size=16)
+    # Mapped per example, then batched: static shapes but the batch dim, and a batch size
+    # that tf.data (hence Keras' multi-process distribution) can read off the graph.
+    x_spec, y_spec = ds.element_spec
+    assert x_spec.shape.as_list() == [None, 32, 32, 3] and x_spec.dtype == tf.float32
+    assert y_spec.shape.as_list() == [None] and y_spec.dtype == tf.int32
+    assert int(compute_batch_size(ds)) == 16
     first = _batches(ds)
     second = _batches(ds)
     assert [len(y) for _, y in first] == [16, 16, 5]  # all 37 examples, partial batch kept
@@ -214,5 +276,65 @@ def test_bad_arguments(indexed_arrays):
         kd.cifar100_train(indexed_arrays, batch_size=8, epochs=2, initial_epoch=2)
     with pytest.raises(ValueError):
         kd.cifar100_train(indexed_arrays, batch_size=101, epochs=1)
+    # Both a FileNotFoundError (as before) and a ValueError (bad input).
     with pytest.raises(FileNotFoundError):
         kd.load_cifar100("/nonexistent/cifar")
+    with pytest.raises(ValueError, match="/nonexistent/cifar"):
+        kd.load_cifar100("/nonexistent/cifar")
+    with pytest.raises(ValueError, match="batch_size"):
+        kd.cifar100_test(indexed_arrays, batch_size=0)
+
+
+def test_fake_data_is_learnable_by_class():
+    """The class shows in each image: nearest class colour of the image mean is right."""
+    images, labels = testing.fake_cifar100_arrays(1000, seed=11)
+    assert np.bincount(labels, minlength=100).tolist() == [10] * 100  # balanced
+    again = testing.fake_cifar100_arrays(1000, seed=11)
+    np.testing.assert_array_equal(images, again[0])
+    np.testing.assert_array_equal(labels, again[1])
+    assert not np.array_equal(images, testing.fake_cifar100_arrays(1000, seed=12)[0])
+    colours = testing.class_colours(100)
+    means = images.reshape(len(images), -1, 3).mean(1)
+    nearest = np.argmin(((means[:, None, :] - colours[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == labels).mean() > 0.95
+    # Still images, not flat colour: per-image pixel spread from stripes and noise.
+    assert images.reshape(len(images), -1).std(1).min() > 10
+
+
+def test_small_cnn_beats_chance_on_demo_data(tmp_path):
+    import keras
+
+    folder = kd.write_demo_cifar100(tmp_path / "demo", num_train=2000, num_test=500, seed=0)
+    assert sorted(p.name for p in folder.iterdir()) == ["cifar-100-python.tar.gz"]
+    assert kd.resolve_source("cifar100", str(folder)) == (str(folder), None)
+    train = kd.cifar100_train(str(folder), batch_size=50, epochs=2, seed=0)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(100),
+        ]
+    )
+    model.compile(
+        keras.optimizers.Adam(3e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(**train.fit_kwargs(), verbose=0)
+    accuracy = model.evaluate(kd.cifar100_test(str(folder), batch_size=100), verbose=0)[1]
+    assert accuracy > 0.2, accuracy  # chance is 0.01
+
+
+def test_demo_archive_is_reproducible_and_checked(tmp_path):
+    a = kd.write_demo_cifar100(tmp_path / "a", num_train=200, num_test=100, seed=3)
+    b = kd.write_demo_cifar100(tmp_path / "b", num_train=200, num_test=100, seed=3)
+    archive = "cifar-100-python.tar.gz"
+    assert (a / archive).read_bytes() == (b / archive).read_bytes()
+    x, y = kd.load_cifar100(a, "test")
+    assert x.shape == (100, 32, 32, 3) and y.shape == (100,)
+    with pytest.raises(ValueError, match="num_train"):
+        kd.write_demo_cifar100(tmp_path / "c", num_train=0, num_test=10)
