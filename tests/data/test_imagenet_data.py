@@ -12,6 +12,9 @@ tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 Image = pytest.importorskip("PIL.Image")
 
+# What Keras' multi-process distribution calls to find the global batch size (-1: unknown).
+from tensorflow.python.data.experimental.ops.distribute import compute_batch_size  # noqa: E402
+
 from keras_gdkd import data as kd  # noqa: E402
 from keras_gdkd.data import augment, testing  # noqa: E402
 
@@ -24,7 +27,7 @@ def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("imagenet")
     testing.write_fake_image_folder(root / "train", num_classes=3, per_class=3, size=(300, 400))
     # PNG (lossless) for the exact geometry checks of the validation recipe.
-    testing.write_fake_image_folder(root / "val", 2, 2, size=(300, 400), seed=1, fmt="PNG")
+    testing.write_fake_image_folder(root / "val", 3, 2, size=(300, 400), seed=1, fmt="PNG")
     return root
 
 
@@ -125,9 +128,12 @@ def test_train_image_flips_about_half():
 
 
 def test_val_short_side_256_centre_224_non_square(folder):
-    ds = kd.imagenet_val(folder, batch_size=3)
+    ds = kd.imagenet_val(folder, batch_size=4)
+    x_spec, y_spec = ds.element_spec
+    assert x_spec.shape.as_list() == [None, 224, 224, 3] and y_spec.shape.as_list() == [None]
+    assert int(compute_batch_size(ds)) == 4  # readable by Keras' multi-process distribution
     batches = _batches(ds)
-    assert [len(y) for _, y in batches] == [3, 1]  # all 4 images, partial batch kept
+    assert [len(y) for _, y in batches] == [4, 2]  # all 6 images, partial batch kept
     x = np.concatenate([b[0] for b in batches])
     paths, labels, _ = kd.list_image_folder(folder / "val")
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), labels)
@@ -161,3 +167,83 @@ def test_tfds_source(tmp_path):
             np.testing.assert_array_equal(x, x2)
             np.testing.assert_array_equal(y, y2)
         assert [len(y) for _, y in _batches(val)] == [4, 2]
+        assert int(compute_batch_size(val)) == 4
+        names = tfds.builder("imagenet2012", data_dir=tmp_path).info.features["label"].names
+        pinned = kd.imagenet_val("tfds", data_dir=tmp_path, batch_size=4, class_names=names)
+        assert [len(y) for _, y in _batches(pinned)] == [4, 2]
+        with pytest.raises(ValueError, match="numbers its 1000 labels differently"):
+            kd.imagenet_val("tfds", data_dir=tmp_path, class_names=names[::-1])
+        with pytest.raises(
+            ValueError, match=r"missing 1 of 1000 expected classes: x; 1 unexpected: n\d+"
+        ):
+            kd.imagenet_train("tfds", data_dir=tmp_path, epochs=1, class_names=names[:-1] + ["x"])
+
+
+def _tree(root, train_classes, val_classes, per_class=1, size=(20, 24)):
+    """train/ and val/ with the given class names (copied from a fake folder)."""
+    src = testing.write_fake_image_folder(root / "src", len(train_classes), per_class, size)
+    for split, names in (("train", train_classes), ("val", val_classes)):
+        for i, name in enumerate(names):
+            (root / split / name).mkdir(parents=True)
+            for f in sorted((root / "src" / src[i % len(src)]).iterdir()):
+                (root / split / name / f.name).write_bytes(f.read_bytes())
+    return root
+
+
+def test_val_labels_follow_the_train_class_list_by_name(tmp_path):
+    root = _tree(tmp_path, ["a", "b", "c", "d"], ["a", "b", "c", "d"])
+    assert kd.imagenet_class_names(root) == ["a", "b", "c", "d"]
+    assert kd.imagenet_class_names(root / "train") == ["a", "b", "c", "d"]
+    val = kd.imagenet_val(root, batch_size=8, image_size=16, resize_size=16)
+    assert _batches(val)[0][1].tolist() == [0, 1, 2, 3]
+    # The val folder given directly finds its train/ sibling for the class list.
+    direct = kd.imagenet_val(root / "val", batch_size=8, image_size=16, resize_size=16)
+    assert _batches(direct)[0][1].tolist() == [0, 1, 2, 3]
+    # A pinned list numbers both splits: "d" is label 0 everywhere.
+    pinned = ["d", "c", "b", "a"]
+    val = kd.imagenet_val(root, batch_size=8, image_size=16, resize_size=16, class_names=pinned)
+    assert _batches(val)[0][1].tolist() == [0, 1, 2, 3]  # listing order follows the pinned list
+    paths, labels, classes = kd.list_image_folder(root / "val", pinned)
+    assert classes == pinned and [p.split("/")[-2] for p in paths] == pinned
+    train = kd.imagenet_train(root, batch_size=4, epochs=1, image_size=16, class_names=pinned)
+    assert sorted(_batches(train.dataset)[0][1].tolist()) == [0, 1, 2, 3]
+
+
+def test_val_class_set_must_match_train(tmp_path):
+    # "b" missing from val: numbering val on its own would shift c -> 1 and d -> 2.
+    missing = _tree(tmp_path / "m", ["a", "b", "c", "d"], ["a", "c", "d"])
+    with pytest.raises(ValueError, match=r"missing 1 of 4 expected classes: b") as err:
+        kd.imagenet_val(missing, batch_size=2)
+    assert str(missing / "val") in str(err.value)
+    extra = _tree(tmp_path / "e", ["a", "b"], ["a", "b", "zz", "zy"])
+    with pytest.raises(ValueError, match=r"2 unexpected: zy, zz"):
+        kd.imagenet_val(extra, batch_size=2)
+    many = _tree(tmp_path / "n", [f"c{i:02d}" for i in range(12)], ["c00"])
+    with pytest.raises(
+        ValueError, match=r"missing 11 of 12 .*c01, c02, c03, c04, c05, \.\.\. \(6 more\)"
+    ):
+        kd.imagenet_val(many, batch_size=2)
+    ok = _tree(tmp_path / "o", ["a", "b"], ["a", "b"])
+    with pytest.raises(ValueError, match="class_names has duplicates"):
+        kd.imagenet_train(ok, epochs=1, batch_size=1, class_names=["a", "a"])
+    with pytest.raises(ValueError, match=r"missing 1 of 3 expected classes: c"):
+        kd.imagenet_train(ok, epochs=1, batch_size=1, class_names=["a", "b", "c"])
+    # Without train/ next to it, the val numbering has no reference.
+    lone = tmp_path / "lone"
+    testing.write_fake_image_folder(lone / "val", 2, 1, size=(20, 24))
+    with pytest.raises(ValueError, match="class_names"):
+        kd.imagenet_val(lone, batch_size=2)
+    val = kd.imagenet_val(lone, batch_size=2, image_size=16, resize_size=16,
+                          class_names=["n00000000", "n00000001"])  # fmt: skip
+    assert _batches(val)[0][1].tolist() == [0, 1]
+
+
+def test_fake_image_folder_is_learnable_and_deterministic(tmp_path):
+    classes = testing.write_fake_image_folder(tmp_path / "a", 4, 3, size=(32, 40), fmt="PNG")
+    testing.write_fake_image_folder(tmp_path / "b", 4, 3, size=(32, 40), fmt="PNG")
+    colours = testing.class_colours(4)
+    for label, name in enumerate(classes):
+        for f in sorted((tmp_path / "a" / name).iterdir()):
+            assert f.read_bytes() == (tmp_path / "b" / name / f.name).read_bytes()
+            mean = np.asarray(Image.open(f), np.float32).reshape(-1, 3).mean(0)
+            assert np.argmin(((colours - mean) ** 2).sum(1)) == label
