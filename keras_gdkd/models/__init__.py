@@ -1,7 +1,9 @@
 """Model zoo: the CIFAR and ImageNet architectures of the DKD/CRD papers as Keras models.
 
 ``get_model(name)`` builds a channels-last model that returns logits; ``load_torch_weights`` fills
-it from a PyTorch checkpoint of the reference implementation (mdistiller / torchvision keys).
+it from a PyTorch checkpoint of the reference implementation (mdistiller / torchvision keys);
+``export_model`` turns a zoo model into plain Keras layers for ``.keras`` files that load without
+this package.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections.abc import Callable
 import keras
 
 from . import cifar_resnet, imagenet_resnet, mobilenet, shufflenet, vgg, wrn
-from .blocks import ChannelShuffle, ChannelSlice
+from .blocks import TorchBatchNormalization
+from .export import export_model
 from .torch_import import LoadReport, load_torch_weights, read_state_dict, torch_key_table
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
@@ -71,10 +74,10 @@ def get_model(
 
 
 __all__ = [
-    "ChannelShuffle",
-    "ChannelSlice",
     "LoadReport",
+    "TorchBatchNormalization",
     "available",
+    "export_model",
     "get_model",
     "is_imagenet",
     "load_torch_weights",

@@ -14,6 +14,7 @@ pads only the far side of an even input), so those convolutions get an explicit 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -25,34 +26,132 @@ BN_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package="keras_gdkd")
-class HostRandom(keras.initializers.Initializer):
-    """Zero-mean normal (``stddev=scale``) or uniform (``+-scale``) init drawn with NumPy.
+class TorchBatchNormalization(layers.BatchNormalization):
+    """``BatchNormalization`` whose moving variance follows ``torch.nn.BatchNorm2d``.
 
-    Why not ``keras.initializers.RandomNormal``: on the JAX backend every new kernel shape compiles
-    its own random kernel (~0.4 s each), so a MobileNetV2 spent most of a minute in XLA while being
-    built. NumPy's global generator is seeded by ``keras.utils.set_random_seed`` as well.
+    Both frameworks normalize a training batch with its biased variance (sum of squares / N), but
+    PyTorch updates ``running_var`` with the unbiased one (sum / (N - 1)) while Keras uses the
+    biased one. This layer multiplies the batch variance by ``N / (N - 1)`` in the moving-variance
+    update only, ``N`` being the number of values per channel (batch x height x width). Inference,
+    the normalization itself, the weights and the config are those of
+    ``keras.layers.BatchNormalization`` (``synchronized`` and mixed precision included);
+    :func:`keras_gdkd.models.export_model` turns it back into the core layer.
+
+    With ``synchronized=True`` under ``tf.distribute``, ``N`` is the per-replica count while the
+    variance is global (Keras exposes no replica count to layers), so the correction is
+    ``n / (n - 1)`` rather than ``R n / (R n - 1)``; it matters only for very small per-replica
+    batches. A mask falls back to Keras's own (biased) update. Batch renormalization is not
+    supported.
+
+    Example:
+
+    >>> bn = TorchBatchNormalization(epsilon=1e-5, momentum=0.9)
+    >>> y = bn(np.random.normal(size=(8, 4, 4, 3)).astype("float32"), training=True)
     """
 
-    def __init__(self, scale: float, distribution: str = "normal"):
-        if distribution not in ("normal", "uniform"):
-            raise ValueError(f"distribution must be 'normal' or 'uniform', got {distribution!r}")
-        self.scale = float(scale)
-        self.distribution = distribution
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.renorm:
+            raise ValueError(
+                "TorchBatchNormalization does not support renorm=True (PyTorch's BatchNorm has "
+                "no batch renormalization); use keras.layers.BatchNormalization instead."
+            )
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        # Statistics in float32 even under mixed precision, as the parent layer does.
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        rank = len(x.shape)
+        axes = [a for a in range(rank) if a != self.axis % rank]
+        mean, variance = ops.moments(x, axes=axes, synchronized=self.synchronized)
+        shape = ops.shape(x)
+        count = 1
+        for a in axes:  # static ints where known, a scalar tensor for a dynamic batch axis
+            count = count * shape[a]
+        count = ops.cast(count, variance.dtype)
+        unbiased = variance * (count / ops.maximum(count - 1.0, 1.0))
+        momentum = self.momentum
+        self.moving_mean.assign(
+            ops.cast(self.moving_mean, mean.dtype) * momentum + mean * (1.0 - momentum)
+        )
+        self.moving_variance.assign(
+            ops.cast(self.moving_variance, variance.dtype) * momentum + unbiased * (1.0 - momentum)
+        )
+        outputs = ops.batch_normalization(
+            x,
+            mean=mean,
+            variance=variance,
+            axis=self.axis,
+            offset=None if self.beta is None else ops.cast(self.beta, x.dtype),
+            scale=None if self.gamma is None else ops.cast(self.gamma, x.dtype),
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
+
+class _HostDraw(keras.initializers.Initializer):
+    """Draws a core ``RandomNormal`` / ``RandomUniform`` distribution with NumPy, at build time.
+
+    Why: on the JAX backend every new kernel shape compiles its own random kernel (about a second
+    each on a small CPU), so a MobileNetV2 would spend most of a minute in XLA while being built.
+    NumPy's global generator is seeded by ``keras.utils.set_random_seed`` as well. The layer keeps
+    the core initializer in its config; this object is never serialized.
+    """
+
+    def __init__(self, core: keras.initializers.Initializer):
+        self.core = core
 
     def __call__(self, shape, dtype=None):
-        if self.distribution == "normal":
-            value = np.random.normal(0.0, self.scale, size=shape)
+        config = self.core.get_config()
+        if isinstance(self.core, keras.initializers.RandomNormal):
+            value = np.random.normal(config["mean"], config["stddev"], size=shape)
+        elif isinstance(self.core, keras.initializers.RandomUniform):
+            value = np.random.uniform(config["minval"], config["maxval"], size=shape)
         else:
-            value = np.random.uniform(-self.scale, self.scale, size=shape)
+            return self.core(shape, dtype=dtype)
         return ops.convert_to_tensor(value, dtype=dtype or "float32")
 
-    def get_config(self):
-        return {"scale": self.scale, "distribution": self.distribution}
+
+_INITIALIZER_ATTRIBUTES = ("kernel_initializer", "depthwise_initializer")
+
+
+def draw_on_host(layer: keras.Layer) -> Callable[[], None]:
+    """Makes ``layer``'s random initializers draw with NumPy until the returned undo is called.
+
+    Call it before the layer is built and the undo after; the config, before and after, names
+    only the core initializers.
+    """
+    originals = {}
+    for attribute in _INITIALIZER_ATTRIBUTES:
+        core = getattr(layer, attribute, None)
+        if isinstance(core, keras.initializers.RandomNormal | keras.initializers.RandomUniform):
+            originals[attribute] = core
+            setattr(layer, attribute, _HostDraw(core))
+
+    def undo() -> None:
+        for attribute, core in originals.items():
+            setattr(layer, attribute, core)
+
+    return undo
+
+
+def _build_on_host(layer: keras.Layer, x):
+    """``layer(x)`` with the weights drawn by NumPy (see :class:`_HostDraw`)."""
+    undo = draw_on_host(layer)
+    try:
+        return layer(x)
+    finally:
+        undo()
 
 
 def conv_initializer(kernel_size: int, out_channels: int) -> keras.initializers.Initializer:
-    """He-normal with fan-out ``k * k * out_channels``, the reference models' conv init."""
-    return HostRandom(math.sqrt(2.0 / (kernel_size**2 * out_channels)))
+    """He-normal with fan-out ``k * k * out_channels``, the reference models' conv init.
+
+    A plain ``RandomNormal``: Keras's ``VarianceScaling`` would count a depthwise kernel's fan-out
+    as ``k * k`` instead of the reference's ``k * k * channels``.
+    """
+    return keras.initializers.RandomNormal(stddev=math.sqrt(2.0 / (kernel_size**2 * out_channels)))
 
 
 def _torch_padding(x, kernel_size: int, stride: int, padding: int, name: str) -> tuple:
@@ -77,7 +176,7 @@ def conv2d(
 ):
     """``nn.Conv2d(in, filters, kernel_size, stride, padding, groups=groups, bias=use_bias)``."""
     x, pad = _torch_padding(x, kernel_size, stride, padding, name)
-    return layers.Conv2D(
+    conv = layers.Conv2D(
         filters,
         kernel_size,
         strides=stride,
@@ -86,26 +185,28 @@ def conv2d(
         use_bias=use_bias,
         kernel_initializer=conv_initializer(kernel_size, filters),
         name=name,
-    )(x)
+    )
+    return _build_on_host(conv, x)
 
 
 def depthwise_conv2d(x, kernel_size: int, *, name: str, stride: int = 1, padding: int = 0):
     """``nn.Conv2d(C, C, kernel_size, stride, padding, groups=C, bias=False)``."""
     channels = x.shape[-1]
     x, pad = _torch_padding(x, kernel_size, stride, padding, name)
-    return layers.DepthwiseConv2D(
+    conv = layers.DepthwiseConv2D(
         kernel_size,
         strides=stride,
         padding=pad,
         use_bias=False,
         depthwise_initializer=conv_initializer(kernel_size, channels),
         name=name,
-    )(x)
+    )
+    return _build_on_host(conv, x)
 
 
 def batch_norm(x, *, name: str):
-    """``nn.BatchNorm2d`` (or ``BatchNorm1d``) with PyTorch's epsilon and momentum."""
-    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    """``nn.BatchNorm2d`` (or ``BatchNorm1d``) with PyTorch's epsilon, momentum and update."""
+    return TorchBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
 def relu(x, *, name: str):
@@ -135,20 +236,30 @@ def conv_bn(
     return relu(x, name=f"{bn_name}_relu") if activation else x
 
 
-def linear(x, units: int, *, name: str):
-    """``nn.Linear`` with PyTorch's default init (uniform +-1/sqrt(fan_in)); bias zero."""
+def linear(x, units: int, *, name: str, dtype=None):
+    """``nn.Linear`` with PyTorch's default init (uniform +-1/sqrt(fan_in)); bias zero.
+
+    The zoo passes ``dtype="float32"`` for classifiers: under a mixed-precision policy the logits
+    then stay float32 (float16 overflows above 65504, bfloat16 ties close logits), as in
+    keras-hub; the layer casts its low-precision input up.
+    """
     bound = 1.0 / math.sqrt(x.shape[-1])
-    return layers.Dense(
+    dense = layers.Dense(
         units,
-        kernel_initializer=HostRandom(bound, "uniform"),
+        kernel_initializer=keras.initializers.RandomUniform(-bound, bound),
+        dtype=dtype,
         name=name,
-    )(x)
+    )
+    return _build_on_host(dense, x)
 
 
 def classifier_head(x, num_classes: int, *, name: str):
-    """Global average pooling (the reference's full-size average pool) -> flatten -> linear."""
+    """Global average pooling (the reference's full-size average pool) -> flatten -> linear.
+
+    The linear layer computes in float32 whatever the dtype policy (see :func:`linear`).
+    """
     x = layers.GlobalAveragePooling2D(name=f"{name}_avgpool")(x)
-    return linear(x, num_classes, name=name)
+    return linear(x, num_classes, name=name, dtype="float32")
 
 
 def residual_block(
@@ -220,47 +331,37 @@ def resnet_stage(
     return x
 
 
-@keras.saving.register_keras_serializable(package="keras_gdkd")
-class ChannelShuffle(layers.Layer):
+def channel_shuffle(x, groups: int, *, name: str):
     """ShuffleNet channel shuffle: NHWC twin of torch's ``view(N, g, C/g, H, W).transpose(1, 2)``.
 
     Output channel ``j * g + i`` is input channel ``i * (C / g) + j``: splitting the last axis as
     ``(g, C/g)`` and swapping the two factors permutes exactly the channels the NCHW version does.
+    Built from core ``Reshape`` / ``Permute`` layers so saved models need no custom objects;
+    ``Reshape`` takes one unknown axis, so at least one of height and width must be static.
     """
-
-    def __init__(self, groups: int, **kwargs):
-        super().__init__(**kwargs)
-        self.groups = groups
-
-    def call(self, x):
-        channels = x.shape[-1]
-        per_group = channels // self.groups
-        # A fixed gather keeps the layer free of dynamic reshapes (any batch and spatial size).
-        perm = [i * per_group + j for j in range(per_group) for i in range(self.groups)]
-        return ops.take(x, np.asarray(perm, dtype="int32"), axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "groups": self.groups}
+    height, width, channels = x.shape[1:]
+    if height is None and width is None:
+        raise ValueError(
+            f"channel shuffle {name!r} needs a static height or width, got input shape {x.shape}"
+        )
+    if channels % groups:
+        raise ValueError(f"{channels} channels do not split into {groups} groups ({name!r})")
+    spatial = (-1 if height is None else height, -1 if width is None else width)
+    x = layers.Reshape((*spatial, groups, channels // groups), name=f"{name}_groups")(x)
+    x = layers.Permute((1, 2, 4, 3), name=name)(x)
+    return layers.Reshape((*spatial, channels), name=f"{name}_merge")(x)
 
 
-@keras.saving.register_keras_serializable(package="keras_gdkd")
-class ChannelSlice(layers.Layer):
-    """Channels ``[start:stop]`` of an NHWC tensor (ShuffleNetV2's channel split)."""
+def channel_slice(x, start: int, stop: int | None = None, *, name: str):
+    """Channels ``[start:stop]`` of an NHWC tensor (ShuffleNetV2's channel split).
 
-    def __init__(self, start: int, stop: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.start = start
-        self.stop = stop
-
-    def call(self, x):
-        return x[..., self.start : self.stop]
-
-    def compute_output_shape(self, input_shape):
-        channels = len(range(input_shape[-1])[self.start : self.stop])
-        return (*input_shape[:-1], channels)
-
-    def get_config(self):
-        return {**super().get_config(), "start": self.start, "stop": self.stop}
+    A core ``Cropping2D`` told the data is channels-first crops the last two axes, i.e. width
+    (not at all) and channels here: a core-layer slice that accepts any spatial size.
+    """
+    channels = x.shape[-1]
+    begin, end, _ = slice(start, stop).indices(channels)
+    if end <= begin:
+        raise ValueError(f"empty channel slice [{start}:{stop}] of {channels} channels ({name!r})")
+    return layers.Cropping2D(
+        ((0, 0), (begin, channels - end)), data_format="channels_first", name=name
+    )(x)

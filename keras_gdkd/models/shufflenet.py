@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .blocks import ChannelShuffle, ChannelSlice, classifier_head, conv_bn, relu
+from .blocks import channel_shuffle, channel_slice, classifier_head, conv_bn, relu
 
 
 def shufflev1_block(x, out_planes: int, *, stride: int, groups: int, name: str):
@@ -25,7 +25,7 @@ def shufflev1_block(x, out_planes: int, *, stride: int, groups: int, name: str):
     g = 1 if in_planes == 24 else groups  # the stem output is not grouped
     out = conv_bn(x, mid, 1, groups=g, conv_name=f"{name}_conv1", bn_name=f"{name}_bn1")
     if g > 1:
-        out = ChannelShuffle(g, name=f"{name}_shuffle1")(out)
+        out = channel_shuffle(out, g, name=f"{name}_shuffle1")
     out = conv_bn(
         out, None, 3, stride=stride, padding=1, conv_name=f"{name}_conv2",
         bn_name=f"{name}_bn2",
@@ -85,15 +85,15 @@ def shufflev2_down_block(x, out_channels: int, *, name: str):
     )  # fmt: skip
     right = conv_bn(right, mid, 1, conv_name=f"{name}_conv5", bn_name=f"{name}_bn5")
     out = layers.Concatenate(name=f"{name}_cat")([left, right])
-    return ChannelShuffle(2, name=f"{name}_shuffle")(out)
+    return channel_shuffle(out, 2, name=f"{name}_shuffle")
 
 
 def shufflev2_basic_block(x, *, name: str):
     """mdistiller ``ShuffleNetv2.BasicBlock``: split in half, transform the second half, shuffle."""
     channels = x.shape[-1]
     half = channels // 2
-    x1 = ChannelSlice(0, half, name=f"{name}_split0")(x)
-    x2 = ChannelSlice(half, None, name=f"{name}_split1")(x)
+    x1 = channel_slice(x, 0, half, name=f"{name}_split0")
+    x2 = channel_slice(x, half, None, name=f"{name}_split1")
     out = conv_bn(x2, channels - half, 1, conv_name=f"{name}_conv1", bn_name=f"{name}_bn1")
     out = conv_bn(
         out, None, 3, padding=1, conv_name=f"{name}_conv2", bn_name=f"{name}_bn2",
@@ -101,7 +101,7 @@ def shufflev2_basic_block(x, *, name: str):
     )  # fmt: skip
     out = conv_bn(out, channels - half, 1, conv_name=f"{name}_conv3", bn_name=f"{name}_bn3")
     out = layers.Concatenate(name=f"{name}_cat")([x1, out])
-    return ChannelShuffle(2, name=f"{name}_shuffle")(out)
+    return channel_shuffle(out, 2, name=f"{name}_shuffle")
 
 
 def shufflenet_v2(

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import os
 import pickle
+import warnings
 from collections.abc import Callable, Mapping
 
 import keras
@@ -133,7 +134,36 @@ def _to_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
+# torch.save writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a pickle stream,
+# which starts with the PROTO opcode 0x80 followed by the protocol number (2 to 5).
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _not_a_checkpoint(path: str, why: str) -> ValueError:
+    return ValueError(f"not a PyTorch checkpoint: {path} ({why})")
+
+
+def _check_checkpoint_header(path: str) -> None:
+    """Rejects files that torch.save cannot have written, before torch reads them."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        raise _not_a_checkpoint(path, "the file is empty")
+    if head.startswith(_ZIP_MAGIC) or (head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5):
+        return
+    text = head.lstrip().lower()
+    hint = (
+        "it is an HTML page, as a failed or redirected download saves"
+        if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head"))
+        else f"it starts with {head[:16]!r}"
+    )
+    raise _not_a_checkpoint(
+        path, f"{hint}; torch.save writes a zip archive or a pickle stream. Download it again"
+    )
+
+
 def _load_torch_file(path: str) -> Mapping:
+    _check_checkpoint_header(path)
     try:
         import torch  # lazy: only .pth/.pt files need PyTorch
     except ImportError as err:
@@ -146,11 +176,17 @@ def _load_torch_file(path: str) -> Mapping:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch reports damaged data and pickled Python objects with the same exception; only
+        # the latter is a valid checkpoint that weights_only=False could read.
+        if "Unsupported global" not in str(err):
+            raise _not_a_checkpoint(path, "its pickle stream is damaged") from err
         raise ValueError(
             f"{path!r} holds more than tensors and plain containers, so it cannot be read with "
             "torch.load(weights_only=True). If you trust the file, load it yourself with "
             "torch.load(path, weights_only=False) and pass the state dict (a mapping) instead."
         ) from err
+    except (EOFError, RuntimeError) as err:  # truncated pickle, damaged zip archive
+        raise _not_a_checkpoint(path, f"truncated or damaged: {str(err).splitlines()[0]}") from err
 
 
 def read_state_dict(source) -> dict[str, np.ndarray]:
@@ -170,6 +206,11 @@ def read_state_dict(source) -> dict[str, np.ndarray]:
         state = source
     else:
         raise TypeError(f"source must be a path or a mapping, got {type(source).__name__}")
+    if not isinstance(state, Mapping):
+        raise ValueError(
+            f"expected a state dict (a mapping from parameter names to tensors), got "
+            f"{type(state).__name__}"
+        )
 
     for wrapper in _WRAPPER_KEYS:
         if wrapper in state and isinstance(state[wrapper], Mapping):
@@ -177,6 +218,13 @@ def read_state_dict(source) -> dict[str, np.ndarray]:
             break
     out = {}
     for key, value in state.items():
+        if isinstance(value, Mapping):
+            raise ValueError(
+                f"entry {key!r} of the state dict is a {type(value).__name__}, not a tensor; "
+                f"expected a flat state dict, or one wrapped as "
+                f"{' or '.join(repr(w) for w in _WRAPPER_KEYS)} (found keys: "
+                f"{', '.join(map(repr, list(state)[:10]))})"
+            )
         key = key[len("module.") :] if key.startswith("module.") else key
         out[key] = _to_numpy(value)
     return out
@@ -191,10 +239,16 @@ def load_torch_weights(model: keras.Model, source, strict: bool = True) -> LoadR
             arrays, or a mapping ``key -> array`` (numpy arrays or torch tensors).
         strict: if True, any missing key, unexpected key or shape mismatch raises one
             ``ValueError`` listing all of them and nothing is assigned; if False, every key that
-            matches is loaded and the rest is reported.
+            matches is loaded, the rest is reported and a warning gives the summary whenever the
+            model or the checkpoint was not covered in full.
 
     Returns:
         A :class:`LoadReport`.
+
+    Raises:
+        ValueError: ``"not a PyTorch checkpoint: <path>"`` for an empty file, an HTML page or
+            other bytes that ``torch.save`` does not write, or a damaged file; a listing of the
+            missing, unexpected and mismatched keys under ``strict=True``.
     """
     table = torch_key_table(model)
     state = read_state_dict(source)
@@ -217,6 +271,11 @@ def load_torch_weights(model: keras.Model, source, strict: bool = True) -> LoadR
 
     if strict and (missing or unexpected or mismatched):
         lines = [f"cannot load the checkpoint into {model.name!r} (strict=True):"]
+        if not assignments and not mismatched:
+            lines.append(
+                f"no key matches: the model expects keys like {_examples(table)}, "
+                f"the checkpoint has {_examples(state) or 'no tensors'}"
+            )
         if missing:
             lines.append(f"missing keys ({len(missing)}):")
             lines += [f"  {k} (expected shape {table[k].torch_shape})" for k in missing]
@@ -230,10 +289,26 @@ def load_torch_weights(model: keras.Model, source, strict: bool = True) -> LoadR
 
     for _, slot, value in assignments:
         slot.variable.assign(slot.to_keras(value).astype(slot.variable.dtype))
-    return LoadReport(
+    report = LoadReport(
         loaded=[k for k, _, _ in assignments],
         missing=missing,
         unexpected=unexpected,
         mismatched=mismatched,
         ignored=ignored,
     )
+    if missing or unexpected or mismatched:
+        details = [f"missing e.g. {_examples(missing)}"] if missing else []
+        details += [f"unexpected e.g. {_examples(unexpected)}"] if unexpected else []
+        details += [f"shape mismatch e.g. {mismatched[0]}"] if mismatched else []
+        warnings.warn(
+            f"load_torch_weights(strict=False) into {model.name!r}: {len(report.loaded)} of "
+            f"{len(table)} model tensors loaded; {report} ({'; '.join(details)})",
+            stacklevel=2,
+        )
+    return report
+
+
+def _examples(keys, n: int = 3) -> str:
+    keys = list(keys)
+    shown = ", ".join(repr(k) for k in keys[:n])
+    return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")

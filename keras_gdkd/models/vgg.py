@@ -47,7 +47,7 @@ def vgg(
         if group < 3 or (group == 3 and input_shape[0] == 64):
             x = layers.MaxPooling2D(2, strides=2, name=f"pool{group}")(x)
     x = layers.GlobalAveragePooling2D(name="pool4")(x)
-    outputs = linear(x, num_classes, name="classifier")
+    outputs = linear(x, num_classes, name="classifier", dtype="float32")
     return keras.Model(inputs, outputs, name=name)
 
 
