@@ -557,7 +557,8 @@ def _check_tfds(name: str, data_dir: str | None, full_decode: bool) -> DataRepor
             checked += 1
             if not path.exists():
                 problems.append(DataProblem(os.fspath(path), "shard file missing"))
-            elif path.stat().st_size == 0:
+            # epath's stat result (local or cloud storage) names the size `length`.
+            elif getattr(path.stat(), "length", 1) == 0:
                 problems.append(DataProblem(os.fspath(path), "shard file empty"))
         if problems or not full_decode:
             continue
