@@ -1,7 +1,8 @@
 """Throughput of the keras_gdkd.data training pipelines on data in the real on-disk formats.
 
 Writes a fake `cifar-100-python.tar.gz` and a small class-per-folder JPEG tree to a temp
-dir, then times the CIFAR-100 and ImageNet pipelines (images/s and images/s per core).
+dir, then times the CIFAR-100 and ImageNet pipelines (images/s and images/s per core), and
+`check_image_folder` (fast and full-decode) on a folder of small fake JPEGs.
 
     python benchmarks/data.py                 # full run, all cores
     python benchmarks/data.py --threads 1     # one tf.data thread: per-core throughput
@@ -50,6 +51,38 @@ def _time_pipeline(dataset, batch_size: int, max_batches: int, max_seconds: floa
     }
 
 
+def _time_checks(folder: Path, num_images: int) -> list[dict]:
+    """Seconds of `check_image_folder` on `num_images` small JPEGs (files in the page cache)."""
+    from keras_gdkd import data as kd
+    from keras_gdkd.data import testing
+
+    classes = 10
+    testing.write_fake_image_folder(
+        folder, num_classes=classes, per_class=max(num_images // classes, 1), size=(96, 128)
+    )
+    rows = []
+    for mode, full, workers in (
+        ("fast", False, None),
+        ("fast", False, 1),
+        ("full_decode", True, None),
+    ):
+        start = time.perf_counter()
+        report = kd.check_image_folder(folder, full_decode=full, workers=workers)
+        seconds = time.perf_counter() - start
+        if not report.ok:
+            raise RuntimeError(f"fake images reported bad:\n{report}")
+        rows.append(
+            {
+                "mode": mode,
+                "workers": workers or "auto",
+                "files": report.checked,
+                "seconds": round(seconds, 4),
+                "files_per_s": round(report.checked / seconds, 1),
+            }
+        )
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
@@ -66,10 +99,17 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--strong", action="store_true", help="also time CIFAR with StrongAugment (slow)"
     )
+    parser.add_argument(
+        "--check-images",
+        type=int,
+        default=2000,
+        help="small JPEGs (96x128) for timing check_image_folder (0: skip)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.cifar_images, args.imagenet_images, args.seconds = 1024, 16, 1.0
         args.imagenet_batch = 8
+        args.check_images = min(args.check_images, 64)
 
     from keras_gdkd import data as kd
     from keras_gdkd.data import testing
@@ -142,6 +182,7 @@ def main(argv=None) -> int:
                 images_per_s_per_core=round(stats["images_per_s"] / used, 1),
             )
             results.append(stats)
+        checks = _time_checks(tmp / "check", args.check_images) if args.check_images else []
 
     print(f"threads: {used} of {cores} cores available to this process")
     header = (
@@ -154,6 +195,11 @@ def main(argv=None) -> int:
             f"{r['pipeline']:38s} {r['batch_size']:5d} {r['images_per_s']:10.0f} "
             f"{r['images_per_s_per_core']:10.0f} {r['first_batch_s']:11.2f}"
         )
+    for c in checks:
+        print(
+            f"check_image_folder {c['mode']:12s} workers={c['workers']!s:4s} {c['files']} files: "
+            f"{c['seconds']:.3f} s ({c['files_per_s']:.0f} files/s)"
+        )
     if args.json:
         import tensorflow as tf
 
@@ -164,6 +210,7 @@ def main(argv=None) -> int:
             "tensorflow": tf.__version__,
             "python": platform.python_version(),
             "results": results,
+            "checks": checks,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""The data recipes of the method spec (section 6) as pure TensorFlow functions.
+"""The data recipes of the GDKD experiments (CIFAR-100, ImageNet) as pure TensorFlow functions.
 
 Every random draw takes its randomness from explicit per-example uniforms or seeds (see
 `_seeding`), never from op state, so results depend only on (seed, epoch, example index).

@@ -46,7 +46,7 @@ def cifar100_train(
     download: bool = False,
     strong_augment: bool | augment.StrongAugment = False,
 ) -> pipeline.TrainData:
-    """CIFAR-100 training stream (spec section 6), see `TrainData` for the epoch contract.
+    """CIFAR-100 training stream of the GDKD CIFAR recipe, see `TrainData` for the epoch contract.
 
     Per image: zero-pad 4, random 32x32 crop, random horizontal flip, normalise with the
     CIFAR-100 mean/std. Shuffle order and all draws derive from (seed, epoch, example
@@ -114,8 +114,8 @@ def cifar100_test(
     Returns:
         A deterministic `tf.data.Dataset` of `(float32 (B, 32, 32, 3), int32 (B,))`, built
         as a per-example map then `batch(batch_size, drop_remainder=False)`: the element
-        spec is `((None, 32, 32, 3), (None,))` and `tf.data.experimental.compute_batch_size`
-        gives `batch_size`, which Keras' distribution needs to split batches over processes.
+        spec is `((None, 32, 32, 3), (None,))`, and tf.data's static batch-size inference
+        (which Keras' multi-process distribution uses to split batches) finds `batch_size`.
     """
     pipeline.check_batch_size(batch_size)
     images, labels = load_cifar100(source, split, data_dir, download)

@@ -78,7 +78,7 @@ def imagenet_train(
     shuffle_buffer: int = 16_384,
     class_names: Sequence[str] | None = None,
 ) -> pipeline.TrainData:
-    """ImageNet training stream (spec section 6), see `TrainData` for the epoch contract.
+    """ImageNet training stream of the GDKD ImageNet recipe, see `TrainData` for the epoch contract.
 
     Per image: torchvision random-resized crop to `image_size` (scale, log-uniform ratio,
     10 attempts, centre-crop fallback), random horizontal flip, ImageNet normalisation.
@@ -190,8 +190,8 @@ def imagenet_val(
     Returns:
         A `tf.data.Dataset` of `(float32 (B, S, S, 3), int32 (B,))`, per-example map then
         `batch(batch_size, drop_remainder=False)`: the element spec is
-        `((None, S, S, 3), (None,))` and `tf.data.experimental.compute_batch_size` gives
-        `batch_size`, as Keras' distribution needs.
+        `((None, S, S, 3), (None,))`, and tf.data's static batch-size inference (which
+        Keras' multi-process distribution uses to split batches) finds `batch_size`.
     """
     pipeline.check_batch_size(batch_size)
     eval_image = functools.partial(augment.imagenet_eval_image, resize=resize_size, size=image_size)
