@@ -36,15 +36,31 @@ def test_half_precision_inputs_are_computed_in_float32(dtype):
         (lambda s, t: kg.gdkd(s, t, k=0), "k must satisfy"),
         (lambda s, t: kg.gdkd(s, t, k=10), r"\[1, 9\]"),
         (lambda s, t: kg.gdkd(s, t, k=2.0), "k must be an integer"),
+        (lambda s, t: kg.gdkd(s, t, k=True), "k must be an integer"),
         (lambda s, t: kg.gdkd3(s, t, k=1), "k must satisfy 2 <= k"),
-        (lambda s, t: kg.gdkd(s, t, temperature=0.0), "temperature must be a positive"),
-        (lambda s, t: kg.kd(s, t, temperature=-1.0), "temperature must be a positive"),
+        (lambda s, t: kg.gdkd(s, t, temperature=0.0), "temperature must be a finite positive"),
+        (lambda s, t: kg.kd(s, t, temperature=-1.0), "temperature must be a finite positive"),
+        (lambda s, t: kg.kd(s, t, temperature=float("inf")), "got inf"),
+        (lambda s, t: kg.kd(s, t, temperature=float("nan")), "got nan"),
+        (lambda s, t: kg.kd(s, t, temperature="4"), "temperature must be"),
+        (lambda s, t: kg.gdkd(s, t, w2=-1.0), "w2 must be a finite number >= 0"),
+        (lambda s, t: kg.gdkd(s, t, w0=float("nan")), "w0 must be a finite number >= 0"),
+        (lambda s, t: kg.gdkd3(s, t, w1=float("inf")), "w1 must be"),
+        (lambda s, t: kg.dkd(s, t, np.arange(8), beta=-8.0), "beta must be"),
+        (lambda s, t: kg.gdkd_v1(s, t, m1=-1.0), "m1 must be"),
+        (lambda s, t: kg.gdkd_v2(s, t, m2=float("nan")), "m2 must be"),
+        (lambda s, t: kg.gdkd_v3(s, t, w2=True), "w2 must be"),
         (lambda s, t: kg.gdkd(s, t, strategy="middle"), "strategy must be"),
         (lambda s, t: kg.kd(s, t[:, :9]), "same number of classes"),
         (lambda s, t: kg.kd(s, t[:4]), "batch sizes differ"),
         (lambda s, t: kg.kd(s[0], t[0]), r"shape \(batch, num_classes\)"),
         (lambda s, t: kg.dkd(s, t, np.zeros(8, "float32")), "integer class indices"),
         (lambda s, t: kg.dkd(s, t, np.zeros(5, "int32")), r"labels must have shape"),
+        (
+            lambda s, t: kg.dkd(s, t, np.eye(10, dtype="int32")[np.arange(8)]),
+            r"got dtype int32 and shape \(8, 10\). Convert one-hot",
+        ),
+        (lambda s, t: kg.dkd(s, t, np.ones(8, bool)), "integer class indices"),
     ],
 )
 def test_bad_input_raises_value_error(call, message):
@@ -53,15 +69,96 @@ def test_bad_input_raises_value_error(call, message):
         call(s, t)
 
 
-def test_bad_hyper_parameters_raise_at_construction():
-    with pytest.raises(ValueError, match="temperature"):
-        kg.GDKD(temperature=0)
-    with pytest.raises(ValueError, match="k must satisfy"):
-        kg.GDKD(k=0)
-    with pytest.raises(ValueError, match="strategy"):
-        kg.GDKD(strategy="top")
-    with pytest.raises(ValueError, match="Unknown distillation loss 'cekd'"):
-        kg.losses.get("cekd")
+@pytest.mark.parametrize("bad", [10, -1, 99])
+@pytest.mark.parametrize("form", ["numpy", "tensor", "list"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, t, y: kg.dkd(s, t, y),
+        lambda s, t, y: kg.DKD(beta=2.0)(s, t, y),
+        lambda s, t, y: kg.losses.dkd_terms(s, t, y),
+        lambda s, t, y: kg.DKD().terms(s, t, y),
+    ],
+    ids=["dkd", "DKD", "dkd_terms", "DKD.terms"],
+)
+def test_eager_out_of_range_labels_raise_on_every_backend(call, form, bad):
+    s, t = _logits()
+    labels = np.arange(8) % 10
+    labels[3] = bad
+    y = {"numpy": labels, "tensor": keras.ops.convert_to_tensor(labels), "list": labels.tolist()}
+    with pytest.raises(ValueError, match=rf"labels must lie in \[0, 10\).*got \[{bad}\]"):
+        call(s, t, y[form])
+
+
+def test_unchecked_out_of_range_labels_give_nan_for_that_sample_only():
+    # What a compiled function (where label values cannot be read) computes, on every backend.
+    s, t = _logits()
+    labels = np.arange(8) % 10
+    labels[[2, 5]] = [10, -1]
+    loss, terms = kg.losses.dkd_terms(s, t, labels, check_label_values=False)
+    valid = np.ones(8, bool)
+    valid[[2, 5]] = False
+    for value in (loss, terms["tckd_loss"], terms["nckd_loss"]):
+        value = _np(value)
+        assert np.all(np.isnan(value[~valid])) and np.all(np.isfinite(value[valid]))
+    good, _ = kg.losses.dkd_terms(s[valid], t[valid], labels[valid])
+    np.testing.assert_allclose(_np(loss)[valid], _np(good), rtol=1e-6)
+
+
+def test_out_of_range_labels_inside_a_compiled_function_give_nan():
+    s, t = _logits()
+    labels = np.arange(8) % 10
+    labels[0] = 10
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        result = jax.jit(kg.dkd)(s, t, labels)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        result = tf.function(kg.dkd)(s, t, labels)
+    else:  # PyTorch runs eagerly: the values are concrete and checked
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
+            kg.dkd(s, t, keras.ops.convert_to_tensor(labels))
+        return
+    assert np.isnan(_np(result))
+
+
+def test_numpy_scalars_are_accepted_as_hyper_parameters():
+    s, t = _logits()
+    want = _np(kg.gdkd(s, t, k=5, w1=2.0, temperature=4.0))
+    got = kg.gdkd(s, t, k=np.int64(5), w1=np.float32(2.0), temperature=np.float32(4))
+    np.testing.assert_allclose(_np(got), want, rtol=1e-6)
+    loss = kg.GDKD(k=np.int32(5), w1=np.float64(2.0), temperature=np.float32(4))
+    assert loss == kg.GDKD(k=5, w1=2.0, temperature=4.0)
+    assert type(loss.k) is int and type(loss.temperature) is float
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert restored == loss
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: kg.GDKD(temperature=0), "temperature"),
+        (lambda: kg.KD(temperature=float("inf")), "temperature must be a finite positive"),
+        (lambda: kg.GDKD(k=0), "k must satisfy"),
+        (lambda: kg.GDKD(k=2.5), "k must be an integer"),
+        (lambda: kg.GDKD3(k=1), "k must satisfy 2 <= k"),
+        (lambda: kg.GDKD(strategy="top"), "strategy"),
+        (lambda: kg.GDKD(w2=-1.0), "w2 must be a finite number >= 0"),
+        (lambda: kg.GDKD3(w0=float("nan")), "w0 must be"),
+        (lambda: kg.DKD(beta=-8.0), "beta must be"),
+        (lambda: kg.DKD(alpha=float("inf")), "alpha must be"),
+        (lambda: kg.GDKDV1(m1=-1.0), "m1 must be"),
+        (lambda: kg.GDKDV2(w1=-1.0), "w1 must be"),
+        (lambda: kg.GDKDV3(w2=float("nan")), "w2 must be"),
+        (lambda: kg.losses.get("cekd"), "Unknown distillation loss 'cekd'"),
+    ],
+)
+def test_bad_hyper_parameters_raise_at_construction(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
 
 
 OBJECTS = [

@@ -1,0 +1,1 @@
+"""Float64 NumPy references for the tests, independent of keras_gdkd."""
