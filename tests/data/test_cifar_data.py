@@ -307,26 +307,24 @@ def test_small_cnn_beats_chance_on_demo_data(tmp_path):
     folder = kd.write_demo_cifar100(tmp_path / "demo", num_train=2000, num_test=500, seed=0)
     assert sorted(p.name for p in folder.iterdir()) == ["cifar-100-python.tar.gz"]
     assert kd.resolve_source("cifar100", str(folder)) == (str(folder), None)
-    train = kd.cifar100_train(str(folder), batch_size=50, epochs=2, seed=0)
+    train = kd.cifar100_train(str(folder), batch_size=100, epochs=2, seed=0)
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
             keras.Input((32, 32, 3)),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(100),
         ]
     )
     model.compile(
-        keras.optimizers.Adam(3e-3),
+        keras.optimizers.Adam(0.01),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(**train.fit_kwargs(), verbose=0)
+    model.fit(**train.fit_kwargs(), verbose=0)  # 40 steps
     accuracy = model.evaluate(kd.cifar100_test(str(folder), batch_size=100), verbose=0)[1]
-    assert accuracy > 0.2, accuracy  # chance is 0.01
+    assert accuracy > 0.15, accuracy  # chance is 0.01
 
 
 def test_demo_archive_is_reproducible_and_checked(tmp_path):
