@@ -17,6 +17,7 @@ Arguments are parsed before Keras is imported, so `--help` and argument errors a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="try everything offline: generated CIFAR-format data, a teacher, a GDKD student",
     )
     p.add_argument("--output", required=True, help="folder for the data and the two runs")
-    p.add_argument("--epochs", type=_positive_int, default=3, help="epochs of each run")
+    p.add_argument("--epochs", type=_positive_int, default=2, help="epochs of each run")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     return parser
 
@@ -204,13 +205,16 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"{name:<18} {p.dataset:<9} {p.teacher} -> {p.student}")
         return 0
     if args.command == "check-data":
+        _start_quietly(not args.debug)
         return _check_data(args.dataset, args.data_dir, args.manual_dir, full=args.full)
     if args.command == "demo":
+        _start_quietly(not args.debug)
         return _demo(Path(args.output), args.epochs, args.verbose)
 
     if args.command in ("distill", "train-teacher"):
         _join_cluster(args)
-    from keras_gdkd import train  # Keras and the backend start here
+    _start_quietly(not args.debug)
+    from keras_gdkd import train
 
     if args.command == "evaluate":
         data = train.DataSpec(args.dataset, args.data_dir, args.manual_dir, args.seed)
@@ -248,6 +252,39 @@ def _dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _quiet_native_logging(quiet: bool):
+    """Silences what native libraries print to stderr while they load (TensorFlow's start-up
+    lines ignore TF_CPP_MIN_LOG_LEVEL); Python errors still surface as exceptions."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _start_quietly(quiet: bool) -> None:
+    """Starts Keras, its backend and tf.data with their native start-up lines silenced.
+
+    TensorFlow prints them when it loads and again when it runs its first op, whatever
+    TF_CPP_MIN_LOG_LEVEL says, so both happen here (the one TensorFlow call of this module).
+    """
+    with _quiet_native_logging(quiet):
+        import tensorflow as tf  # the data pipelines' engine on every backend
+
+        import keras_gdkd.train  # noqa: F401  (Keras and the backend)
+
+        tf.zeros(())
+
+
 def _join_cluster(args: argparse.Namespace) -> None:
     explicit = (args.coordinator, args.num_processes, args.process_id)
     if not args.multi_host and all(v is None for v in explicit):
@@ -275,18 +312,19 @@ def _demo(output: Path, epochs: int, verbose: int) -> int:
     start = time.perf_counter()
     data_dir = output / "data"
     if not (data_dir / "cifar-100-python.tar.gz").exists():
-        testing.write_demo_cifar100(data_dir, num_train=2048, num_test=512, seed=0)
+        testing.write_demo_cifar100(data_dir, num_train=1024, num_test=256, seed=0)
     data = train.DataSpec("cifar100", str(data_dir))
     teacher = train.train_teacher("resnet14", data=data, output=output / "teacher",
                                   epochs=epochs, batch_size=64, learning_rate=0.05,
                                   verbose=verbose)  # fmt: skip
-    student = train.distill(presets.get("res56_res20", "gdkd"), data=data,
+    preset = train.resolve_preset(presets.get("res56_res20", "gdkd"), student="resnet8")
+    student = train.distill(preset, data=data,
                             teacher_weights=str(output / "teacher" / "model.keras"),
                             output=output / "student", epochs=epochs, batch_size=64,
                             verbose=verbose)  # fmt: skip
     print(f"demo finished in {time.perf_counter() - start:.0f} s on generated data "
           f"({data_dir}): teacher resnet14 top-1 {teacher['best_top1']:.1f}%, "
-          f"GDKD student resnet20 top-1 {student['best_top1']:.1f}%. Outputs: "
+          f"GDKD student resnet8 top-1 {student['best_top1']:.1f}%. Outputs: "
           f"{output / 'teacher'}, {output / 'student'} (results.json, curves.png, "
           "model.keras, best.keras).")  # fmt: skip
     return 0

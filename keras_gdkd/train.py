@@ -576,8 +576,10 @@ def _validation(data: DataSpec, batch_size: int, class_names):
 
 def _export(model: keras.Model, path: Path) -> None:
     """Saves ``model`` as core Keras layers, atomically."""
+    # The same graph without the training's compile state (its optimizer is keras_gdkd's).
+    uncompiled = keras.Model(model.inputs, model.outputs, name=model.name)
     with atomic_path(path) as tmp:
-        models.export_model(model).save(tmp)
+        models.export_model(uncompiled).save(tmp)
 
 
 def _repair_exports(job, data, out: _Outputs, checkpoint, devices, say) -> None:

@@ -141,14 +141,11 @@ def test_a_run_writes_results_curves_last_and_best_models(workspace, whole_run):
     assert [e for e, _ in ckpt.CheckpointStore(output / "backup").slots()] == [EPOCHS, EPOCHS - 1]
 
 
-def test_evaluate_matches_the_last_epoch(workspace, whole_run):
+def test_evaluate_matches_the_last_epoch(workspace, whole_run, capsys):
     output, _ = whole_run
-    evaluation = subprocess.run(
-        [sys.executable, "-m", "keras_gdkd.cli", "evaluate", str(output / "model.keras"),
-         "--data-dir", str(workspace / "data")],
-        env=_env(), capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    top1 = json.loads(evaluation.stdout.strip().splitlines()[-1])["top1"]
+    args = ["evaluate", str(output / "model.keras"), "--data-dir", str(workspace / "data")]
+    assert cli.main(args) == 0
+    top1 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"]
     results = json.loads((output / "results.json").read_text())
     assert abs(top1 - results["last_top1"]) < 1e-4
 
@@ -280,11 +277,25 @@ def test_a_resume_with_another_configuration_is_refused(workspace, whole_run, ch
     assert "was started with another configuration" in err and shown in err and "--force" in err
 
 
-def test_force_continues_a_changed_run(workspace, whole_run, capsys):
+def test_force_continues_a_changed_run_and_missing_optional_packages_only_warn(
+    workspace, whole_run, monkeypatch, capsys
+):
     run = _copy(whole_run[0], workspace, "forced")
+    shutil.rmtree(run / "tensorboard", ignore_errors=True)
+    (run / "curves.png").unlink()
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name in ("tensorboard", "matplotlib") else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     assert cli.main(_args(workspace, run, EPOCHS + 1, "--force")) == 0
-    assert "--force: continuing" in capsys.readouterr().err
-    assert json.loads((run / "results.json").read_text())["epochs_completed"] == EPOCHS + 1
+    err = capsys.readouterr().err
+    assert "--force: continuing" in err and "preset.epochs" in err
+    assert "tensorboard is not installed" in err and "matplotlib is not installed" in err
+    assert not (run / "tensorboard").exists() and not (run / "curves.png").exists()
+    results = json.loads((run / "results.json").read_text())
+    assert results["epochs_completed"] == EPOCHS + 1 and results["starts"] == 2
 
 
 def test_missing_inputs_are_errors_before_the_output_folder_exists(workspace, tmp_path, capsys):
@@ -307,22 +318,6 @@ def test_debug_shows_the_traceback(workspace, tmp_path):
     args = _with(_args(workspace, tmp_path / "out"), "--teacher-weights", str(tmp_path / "t.pth"))
     with pytest.raises(ValueError, match="weights file not found"):
         cli.main(["--debug", *args])
-
-
-def test_a_run_without_tensorboard_or_matplotlib_finishes_and_says_so(workspace, monkeypatch,
-                                                                      capsys):  # fmt: skip
-    real = importlib.util.find_spec
-
-    def find_spec(name, *args):
-        return None if name in ("tensorboard", "matplotlib") else real(name, *args)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    run = workspace / "no-optional"
-    assert cli.main(_args(workspace, run, 1, "--verbose", "2")) == 0
-    err = capsys.readouterr().err
-    assert "tensorboard is not installed" in err and "matplotlib is not installed" in err
-    assert not (run / "tensorboard").exists() and not (run / "curves.png").exists()
-    assert (run / "model.keras").exists()
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="--help is backend-neutral")
