@@ -1,11 +1,12 @@
-"""GPU throughput of the distillation step (JAX and TensorFlow), each run in a subprocess.
+"""GPU throughput of the distillation step, each run in a subprocess.
 
 Runs ``benchmarks/step.py`` for the flagship pair resnet32x4 -> resnet8x4 (32x32, 100 classes)
 at batch 64 and 256 in float32 and mixed_bfloat16, and resnet34 -> resnet18 at 224x224 (1000
-classes, batch 64), on every backend that sees a GPU, within a time budget (default 280 s), and
-writes one JSON. Without a GPU it says so and exits 0.
+classes, batch 64), on each chosen backend that sees a GPU (default: the active Keras backend),
+within a time budget (default 280 s), and writes one JSON. Without a GPU it says so and exits 0.
 
-    python benchmarks/gpu.py --json gpu.json
+    python benchmarks/gpu.py --json gpu.json                        # the active backend
+    python benchmarks/gpu.py --backends jax tensorflow --json gpu.json
     python benchmarks/gpu.py --smoke           # tiny runs (exits 0 at once without a GPU)
 """
 
@@ -24,18 +25,24 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-GPU_BACKENDS = ("jax", "tensorflow")
+GPU_BACKENDS = ("jax", "tensorflow", "torch")
 _PROBES = {
     "jax": "import jax\ntry:\n    print(len(jax.devices('gpu')))\nexcept RuntimeError:\n"
     "    print(0)",
     "tensorflow": "import tensorflow as tf\nprint(len(tf.config.list_physical_devices('GPU')))",
+    "torch": "import torch\nprint(torch.cuda.device_count())",
 }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--backends", nargs="+", choices=GPU_BACKENDS, default=list(GPU_BACKENDS))
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        choices=GPU_BACKENDS,
+        help="backends to measure (default: the active Keras backend, from KERAS_BACKEND)",
+    )
     p.add_argument("--budget-s", type=float, default=280.0, help="stop starting runs after this")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
@@ -47,6 +54,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def nvidia_device_present() -> bool:
     """Cheap check (no framework import) for an NVIDIA driver and device."""
     return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+
+
+def active_backend(timeout: float = 120.0) -> str:
+    """The active Keras backend, asked of Keras in a subprocess so that this process stays free
+    of any framework (each run gets a fresh one)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import keras\nprint(keras.config.backend())"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"cannot import keras to find the active backend:\n{out.stderr[-2000:]}")
+    return out.stdout.strip().splitlines()[-1]
 
 
 def gpus_per_backend(backends, timeout: float = 120.0) -> dict:
@@ -118,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         report["reason"] = "no NVIDIA device"
         _write(args.json, report)
         return 0
+    args.backends = args.backends or [active_backend()]
     found = gpus_per_backend(args.backends)
     report["gpus_per_backend"] = found
     backends = [b for b in args.backends if found.get(b)]

@@ -7,7 +7,7 @@ computed by the backend's compiled path and timed, interleaved round-robin over 
   tensorflow: tf.function(jit_compile=True) around a GradientTape (--tf-mode graph: no XLA)
   torch:      eager autograd (--torch-compile: torch.compile of the forward, default mode)
 
-    python benchmarks/loss.py --backend jax
+    python benchmarks/loss.py                 # the active Keras backend (KERAS_BACKEND)
     python benchmarks/loss.py --backend torch --torch-compile
     python benchmarks/loss.py --smoke --json out.json        # seconds-long CI mode
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -34,7 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
-        "--backend", choices=step_bench.BACKENDS, default=os.environ.get("KERAS_BACKEND", "jax")
+        "--backend",
+        choices=step_bench.BACKENDS,
+        help="Keras backend (default: the active one, from KERAS_BACKEND or keras.json)",
     )
     p.add_argument(
         "--shapes", nargs="+", default=list(DEFAULT_SHAPES), help="BATCHxCLASSES, e.g. 64x100"
@@ -48,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
     args = p.parse_args(argv)
+    args.backend = args.backend or step_bench.active_backend()
     if args.smoke:
         args.shapes, args.iters, args.repeats = ["8x10"], 2, 1
     try:

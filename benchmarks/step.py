@@ -14,7 +14,7 @@ identical batches; a callback times steps 1..K of each run (step 0, which includ
 start-up, is excluded) by blocking on the logs only at the first and last step, so JAX's
 asynchronous dispatch is kept.
 
-    python benchmarks/step.py --backend jax
+    python benchmarks/step.py                 # the active Keras backend (KERAS_BACKEND)
     python benchmarks/step.py --backend tensorflow --teacher resnet56 --student resnet20
     python benchmarks/step.py --backend jax --mixed-precision bfloat16 --batch 256
     python benchmarks/step.py --smoke --json out.json      # seconds-long CI mode
@@ -46,7 +46,11 @@ LABELS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "jax"))
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend (default: the active one, from KERAS_BACKEND or keras.json)",
+    )
     p.add_argument("--teacher", default="resnet32x4")
     p.add_argument("--student", default="resnet8x4")
     p.add_argument("--batch", type=int, default=64)
@@ -85,6 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny models and sizes (CI)")
     p.add_argument("--quiet", action="store_true", help="no table")
     args = p.parse_args(argv)
+    args.backend = args.backend or active_backend()
     if args.smoke:
         args.teacher, args.student = "tiny", "tiny"
         args.batch, args.steps, args.repeats, args.warmup = 4, 2, 1, 1
@@ -92,6 +97,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps < 1 or args.repeats < 1 or args.batch < 1:
         p.error("--steps, --repeats and --batch must be >= 1")
     return args
+
+
+def active_backend() -> str:
+    """The backend Keras runs on when nothing selects another: ``KERAS_BACKEND``, else the
+    ``backend`` of ``~/.keras/keras.json``, else Keras's default."""
+    import keras
+
+    return keras.config.backend()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and Keras's initializers.
+
+    ``keras.utils.set_random_seed`` also seeds TensorFlow, importing it whenever it is installed
+    (seconds) even where the benchmark runs on JAX or PyTorch; the Keras initializers draw their
+    default seeds from Python's ``random``, so seeding it is enough off TensorFlow.
+    """
+    import keras
+
+    if "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def _ensure_backend(
@@ -221,7 +258,7 @@ def build(args: argparse.Namespace) -> dict:
     xs = np.ascontiguousarray(np.broadcast_to(x, (n, *x.shape)).reshape(-1, *shape))
     ys = np.tile(y, n)
 
-    keras.utils.set_random_seed(0)
+    seed_everything(0)
     teacher = get_model(args.teacher, args.classes, shape)
     teacher.compile(jit_compile=jit)
 
