@@ -89,6 +89,18 @@ class DataSpec:
 
         return data.resolve_source(self.dataset, self.data_dir, self.manual_dir)
 
+    def check_files(self) -> None:
+        """Reads a CIFAR-100 archive through once (ImageNet: the folder layout was checked by
+        :meth:`source`; scan the images with ``keras_gdkd.data.check_data``).
+
+        Raises ``ValueError`` naming the file and the damage.
+        """
+        source, _ = self.source()
+        if self.dataset == "cifar100" and source != "tfds":
+            from keras_gdkd import data
+
+            data.check_data("cifar100", self.data_dir).raise_if_bad()
+
     def class_names(self) -> list[str] | None:
         """ImageNet from folders: the train class folder names (labels are their indices)."""
         source, _ = self.source()
@@ -406,6 +418,7 @@ def _run(job: _Job, data: DataSpec, output: Path, mixed_precision, devices, verb
     say = _say
     # Everything that can be checked without training is checked before the folder exists.
     data_config = data.describe()
+    data.check_files()
     class_names = data.class_names()
     optional = _optional_features(say)
     out = _Outputs(output, parallel.is_primary(), parallel.process_index())
@@ -744,6 +757,8 @@ def _write_results(job: _Job, out: _Outputs, state: dict, optional, status: str)
 
 
 def _title(meta) -> str:
+    backend = keras.backend.backend()
     if meta.get("preset"):
-        return f"{meta['preset']} ({meta['method']}) on {keras.backend.backend()}"
-    return f"{meta.get('model')} teacher on {keras.backend.backend()}"
+        return (f"{meta['teacher']} -> {meta['student']}, {meta['method']} "
+                f"(preset {meta['preset']}) on {backend}")  # fmt: skip
+    return f"{meta.get('model')} teacher on {backend}"

@@ -45,7 +45,7 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str = "") -> No
             ax.plot(epochs, values, linestyle=styles[i % len(styles)], marker=".", label=key)
 
     draw(axes[0], main)
-    axes[0].set(xlabel="epoch", ylabel="loss", title="loss (cross-entropy)")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="training objective and cross-entropy")
     if terms:
         draw(axes[1], terms)
         positive = all(r.get(k, 1.0) > 0 for r in rows for k in terms)
