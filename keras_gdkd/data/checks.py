@@ -149,6 +149,11 @@ def resolve_source(
         )
     root = Path(data_dir).expanduser()
     expected = _expected(dataset, str(root))
+    fresh = not root.exists() or (root.is_dir() and not any(root.iterdir()))
+    if fresh and dataset == "imagenet" and manual_dir is not None:
+        # A new tfds data_dir: tfds creates it and builds imagenet2012 from manual_dir.
+        _check_manual_dir(manual_dir)
+        return "tfds", str(root)
     if not root.exists():
         raise ValueError(f"data_dir {root} does not exist. Expected {expected}. {how}")
     if root.is_file():

@@ -132,6 +132,12 @@ def test_resolve_source_imagenet(tmp_path, monkeypatch):
         kd.resolve_source("imagenet", target, manual_dir=manual)
     (manual / "ILSVRC2012_img_val.tar").write_bytes(b"")
     assert kd.resolve_source("imagenet", target, manual) == ("tfds", str(target))
+    # A new (missing or empty) tfds data_dir is fine too: tfds creates and fills it.
+    (tmp_path / "new_empty").mkdir()
+    for new in (tmp_path / "new_missing", tmp_path / "new_empty"):
+        assert kd.resolve_source("imagenet", new, manual) == ("tfds", str(new))
+        with pytest.raises(ValueError, match="does not exist|is empty"):
+            kd.resolve_source("imagenet", new)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "nothing"))
     assert kd.resolve_source("imagenet", None, manual) == ("tfds", None)
     with pytest.raises(ValueError, match="ILSVRC2012_img_train.tar .*image-net.org"):
