@@ -298,7 +298,7 @@ def _check_data(dataset: str, data_dir: str | None, manual_dir: str | None, full
     from keras_gdkd import data
 
     start = time.perf_counter()
-    report = data.check_data(dataset, data_dir, full_decode=full)
+    report = data.check_data(dataset, data_dir, full_decode=full, manual_dir=manual_dir)
     print(report, file=sys.stderr)
     print(f"checked in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0 if report.ok else EXIT_ERROR

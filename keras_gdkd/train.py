@@ -119,7 +119,7 @@ class DataSpec:
                 "manual_dir": self.manual_dir, "seed": self.seed,
                 "strong_augment": self.strong_augment}  # fmt: skip
 
-    def train(self, batch_size: int, epochs: int, initial_epoch: int):
+    def train(self, batch_size: int, epochs: int, initial_epoch: int, class_names=None):
         from keras_gdkd import data
 
         source, data_dir = self.source()
@@ -133,6 +133,7 @@ class DataSpec:
         return data.imagenet_train(
             source, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
             seed=self.seed, data_dir=data_dir, manual_dir=self.manual_dir,
+            class_names=class_names,
         )  # fmt: skip
 
     def validation(self, batch_size: int = 256, class_names: list[str] | None = None):
@@ -456,7 +457,7 @@ def _run(job: _Job, data: DataSpec, output: Path, mixed_precision, devices, verb
             if checkpoint else f"{out.root}: starting epoch 1 of {job.epochs}")  # fmt: skip
 
         recorder = _EpochRecorder(job, out, store, state, checkpoint, optional)
-        train = data.train(job.batch_size, job.epochs, initial_epoch)
+        train = data.train(job.batch_size, job.epochs, initial_epoch, class_names)
         keras.utils.set_random_seed(data.seed)  # the same initial weights on every (re)start
         with parallel.data_parallel(devices) as setup:
             model = job.build(train.steps_per_epoch)
