@@ -198,3 +198,248 @@ def test_clear_errors():
     distiller.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="integer class indices"):
         distiller.fit(x, keras.utils.to_categorical(y, CLASSES), epochs=1, verbose=0)
+
+
+# --- bad input: the same outcome on every backend --------------------------------------------
+
+
+def _bad_labels(n=64, position=3, value=CLASSES):
+    x, y = _data(n)
+    y = y.copy()
+    y[position] = value
+    return x, y
+
+
+@pytest.mark.parametrize("value", [CLASSES, -1])
+@pytest.mark.parametrize("loss", [kg.GDKD(k=3), kg.DKD()], ids=["gdkd", "dkd"])
+def test_out_of_range_label_stops_fit_after_the_first_step(loss, value):
+    teacher, student = _pair()
+    x, y = _bad_labels(value=value)
+    distiller = kg.Distiller(teacher, student, loss=loss)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    seen = []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    with pytest.raises(ValueError, match=rf"1 label\(s\) lay outside \[0, {CLASSES}\)"):
+        distiller.fit(x, y, batch_size=16, epochs=3, callbacks=[Count()], shuffle=False, verbose=0)
+    assert seen == [0]  # raised before the second step
+    assert all(np.all(np.isfinite(_np(w))) for w in student.weights)
+
+
+def test_out_of_range_label_in_a_later_batch_raises_at_the_end_of_the_epoch():
+    teacher, student = _pair()
+    x, y = _bad_labels(position=60)  # the last of four batches
+    distiller = kg.Distiller(teacher, student, loss=kg.GDKD(k=3))
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"1 label\(s\) lay outside"):
+        distiller.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    assert float(_np(distiller.epoch)) == 1.0  # the second epoch never began
+
+
+def test_out_of_range_labels_in_validation_or_evaluate_raise():
+    teacher, student = _pair()
+    x, y = _data()
+    x_bad, y_bad = _bad_labels(value=-1)
+    distiller = kg.Distiller(teacher, student, loss=kg.GDKD(k=3))
+    distiller.compile(optimizer="sgd", metrics=["accuracy"])
+    with pytest.raises(ValueError, match=r"1 label\(s\) lay outside"):
+        distiller.fit(x, y, batch_size=16, epochs=1, validation_data=(x_bad, y_bad), verbose=0)
+    with pytest.raises(ValueError, match=r"1 label\(s\) lay outside"):
+        distiller.evaluate(x_bad, y_bad, verbose=0)
+    distiller.evaluate(x, y, verbose=0)  # the count starts afresh
+
+
+def test_a_sample_with_an_out_of_range_label_gets_zero_weight_in_the_step():
+    teacher, student = _pair()
+    x, y = _bad_labels(n=16, position=5)
+    distiller = kg.Distiller(teacher, student, loss=kg.DKD(beta=4.0), ce_weight=0.5)
+    logits = student(x, training=False)
+    total = distiller.compute_loss(x, y, logits, training=True)
+    weights = np.ones(16, "float32")
+    weights[5] = 0.0
+    y_ok = np.where(weights > 0, y, 0)
+    want = distiller.compute_loss(x, y_ok, logits, sample_weight=weights, training=True)
+    assert np.isfinite(_np(total))
+    np.testing.assert_allclose(_np(total), _np(want), rtol=1e-6)
+    np.testing.assert_array_equal(_np(distiller._data_checks)[0], 1.0 + 0.0)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        lambda: [keras.layers.Dense(CLASSES, activation="softmax")],
+        lambda: [keras.layers.Dense(CLASSES), keras.layers.Softmax()],
+        lambda: [keras.layers.Dense(CLASSES), keras.layers.Activation("softmax")],
+        lambda: [keras.Sequential([keras.layers.Dense(CLASSES, activation="softmax")])],
+    ],
+    ids=["dense", "softmax-layer", "activation-layer", "nested"],
+)
+def test_a_teacher_ending_in_softmax_is_named_at_construction(head):
+    teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), *head()])
+    _, student = _pair()
+    with pytest.warns(UserWarning, match="The teacher's outputs look like probabilities"):
+        kg.Distiller(teacher, student)
+
+
+class _SubclassedSoftmax(keras.Model):
+    """A subclassed teacher: its layers are not inspectable, only its outputs."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(CLASSES)
+
+    def call(self, inputs):
+        return keras.ops.softmax(self.dense(inputs))
+
+
+def test_a_subclassed_teacher_returning_probabilities_is_caught_from_the_first_batch():
+    teacher, student = _SubclassedSoftmax(), _pair()[1]
+    x, y = _data()
+    teacher(x[:1])
+    distiller = kg.Distiller(teacher, student, loss=kg.KD())
+    distiller.compile(optimizer="sgd")
+    with pytest.warns(UserWarning, match=r"teacher's outputs look like probabilities.*sums to 1"):
+        distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+def test_a_logit_teacher_gives_no_warning(recwarn):
+    teacher, student = _pair()
+    x, y = _data()
+    distiller = kg.Distiller(teacher, student, loss=kg.GDKD(k=3))
+    distiller.compile(optimizer="sgd")
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert not [w for w in recwarn if "probabilities" in str(w.message)]
+
+
+def _multi_output(kind, name):
+    inputs = keras.Input((8,))
+    features = keras.layers.Dense(16, activation="relu")(inputs)
+    logits = keras.layers.Dense(CLASSES)(features)
+    outputs = {"list": [features, logits], "dict": {"features": features, "logits": logits}}
+    return keras.Model(inputs, outputs[kind], name=name)
+
+
+@pytest.mark.parametrize("kind, selector", [("list", 1), ("list", -1), ("dict", "logits")])
+def test_models_returning_features_train_with_an_output_selector(tmp_path, kind, selector):
+    keras.utils.set_random_seed(0)
+    teacher, student = _multi_output(kind, "teacher"), _multi_output(kind, "student")
+    x, y = _data()
+    distiller = kg.Distiller(
+        teacher, student, loss=kg.GDKD(k=3), student_output=selector, teacher_output=selector
+    )
+    distiller.compile(optimizer="sgd", metrics=["accuracy"])
+    h = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(h["loss"][0]) and "accuracy" in h
+    logits = distiller.predict(x, verbose=0)
+    assert logits.shape == (64, CLASSES)
+    distiller.save(tmp_path / "d.keras")
+    restored = keras.saving.load_model(tmp_path / "d.keras")
+    assert (restored.student_output, restored.teacher_output) == (selector, selector)
+    np.testing.assert_allclose(restored.predict(x, verbose=0), logits, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kind, selector, message",
+    [
+        ("list", None, r"teacher returns a list of 2 outputs .*pass teacher_output=<index"),
+        ("dict", None, r"teacher returns a dict with keys \['features', 'logits'\].*'logits'"),
+        ("dict", "probs", r"teacher_output='probs' does not select one of them"),
+        ("list", 2, r"teacher_output=2 does not select one of them"),
+        ("plain", 0, r"teacher_output=0 selects one of several outputs, but the teacher"),
+    ],
+)
+def test_unselected_or_wrong_outputs_say_what_was_found(kind, selector, message):
+    teacher = _pair()[0] if kind == "plain" else _multi_output(kind, "teacher")
+    with pytest.raises(ValueError, match=message):
+        kg.Distiller(teacher, _pair()[1], teacher_output=selector)
+
+
+class _SubclassedDict(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.features = keras.layers.Dense(16)
+        self.head = keras.layers.Dense(CLASSES)
+
+    def call(self, inputs):
+        features = self.features(inputs)
+        return {"logits": self.head(features), "features": features}
+
+
+def test_a_subclassed_model_returning_a_dict_is_checked_when_the_step_is_traced():
+    teacher, student = _pair()[0], _SubclassedDict()
+    x, y = _data()
+    student(x[:1])
+    distiller = kg.Distiller(teacher, student)
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"student returns a dict .*student_output='logits'"):
+        distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    # Fresh models: on JAX an exception inside the first traced step leaves the variables of
+    # the models that Keras had handed to the step without values.
+    teacher, student = _pair()[0], _SubclassedDict()
+    student(x[:1])
+    distiller = kg.Distiller(teacher, student, student_output="logits")
+    distiller.compile(optimizer="sgd")
+    assert np.isfinite(distiller.fit(x, y, batch_size=16, verbose=0).history["loss"][0])
+
+
+def test_one_hot_integer_labels_get_the_one_hot_message():
+    teacher, student = _pair()
+    x, y = _data()
+    distiller = kg.Distiller(teacher, student)
+    distiller.compile(optimizer="sgd")
+    one_hot = keras.utils.to_categorical(y, CLASSES).astype("int32")
+    with pytest.raises(ValueError, match=r"shape \(16, 10\)\. Convert one-hot labels with argmax"):
+        distiller.fit(x, one_hot, batch_size=16, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"ce_weight": float("nan")}, "ce_weight must be a finite number >= 0; got nan"),
+        ({"ce_weight": -0.5}, "ce_weight must be"),
+        ({"distill_weight": float("inf")}, "distill_weight must be"),
+        ({"distill_weight": -1.0}, "distill_weight must be"),
+        ({"warmup_epochs": 2.5}, "warmup_epochs must be an integer >= 0; got 2.5"),
+        ({"warmup_epochs": -1}, "warmup_epochs must be an integer >= 0"),
+        ({"warmup_epochs": True}, "warmup_epochs must be an integer"),
+        ({"student_output": 1.5}, "student_output must be None, an integer index or a dict key"),
+    ],
+)
+def test_bad_distiller_arguments(kwargs, message):
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match=message):
+        kg.Distiller(teacher, student, **kwargs)
+
+
+def test_numpy_scalars_are_accepted_and_saved_as_python_numbers():
+    teacher, student = _multi_output("list", "teacher"), _multi_output("list", "student")
+    distiller = kg.Distiller(
+        teacher,
+        student,
+        loss=kg.GDKD(k=np.int64(3), temperature=np.float32(4)),
+        ce_weight=np.float32(0.5),
+        warmup_epochs=np.int64(5),
+        student_output=np.int64(1),
+        teacher_output=1,
+    )
+    config = distiller.get_config()
+    assert (config["ce_weight"], config["warmup_epochs"], config["student_output"]) == (0.5, 5, 1)
+    assert type(config["warmup_epochs"]) is int and type(config["student_output"]) is int
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_the_step_compiles_with_the_checks(jit_compile):
+    if jit_compile and keras.backend.backend() == "torch":
+        pytest.skip("jit_compile=True means torch.compile (dynamo), out of scope of a unit test")
+    teacher, student = _pair()
+    x, y = _data()
+    distiller = kg.Distiller(teacher, student, loss=kg.DKD(), warmup_epochs=2)
+    distiller.compile(optimizer="sgd", jit_compile=jit_compile)
+    h = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+    assert np.all(np.isfinite(h["loss"])) and h["distill_loss"][0] > 0
+    x_bad, y_bad = _bad_labels()
+    with pytest.raises(ValueError, match=r"1 label\(s\) lay outside"):
+        distiller.fit(x_bad, y_bad, batch_size=16, epochs=1, verbose=0)
