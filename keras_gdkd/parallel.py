@@ -282,10 +282,14 @@ def pad_for_evaluation(
             structures. Existing sample weights are kept for real examples.
         global_batch_size: examples per batch over all processes and devices (the same value on
             every process; divisible by the number of processes).
-        num_examples: the number of examples in ``dataset``, when known: the result then has a
-            known cardinality of ``ceil(num_examples / global_batch_size)`` batches (progress
-            bars show totals), and iterating it fails if the dataset yields another number of
-            batches.
+        num_examples: the number of examples in ``dataset``. The result then has a known
+            cardinality of ``ceil(num_examples / global_batch_size)`` batches, and iterating it
+            fails if the dataset yields another number of batches. Default: the size when
+            ``tf.data`` knows it (an unbatched dataset, or batches of a static size), else
+            unknown. Give it on TensorFlow: when the number of batches is unknown, Keras's
+            TensorFlow ``evaluate`` runs one more step that finds no data, and its loss tracker
+            still adds that step's (static) batch size to its count, so the ``loss`` log comes
+            out too small (weighted metrics are not affected).
         batched: whether ``dataset`` is batched. Default: inferred from the element spec, batched
             when every component has a leading dimension and those dimensions agree (unknown or
             equal); pass it when an unbatched element looks like that.
@@ -327,6 +331,8 @@ def pad_for_evaluation(
         )
     if batched is None:
         batched = _looks_batched(spec)
+    if num_examples is None:
+        num_examples = _known_size(dataset, batched)
     if batched:
         dataset = dataset.rebatch(global_batch_size)
     else:
@@ -608,6 +614,21 @@ def _int_setting(value: int | None, name: str, variable: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an int, got {value!r}.")
     return value
+
+
+def _known_size(dataset: Any, batched: bool) -> int | None:
+    """The number of examples when ``tf.data`` knows it without reading the data."""
+    import tensorflow as tf
+
+    count = int(dataset.cardinality())
+    if count < 0:
+        return None
+    if not batched:
+        return count or None
+    shapes = [component.shape for component in tf.nest.flatten(dataset.element_spec)]
+    leading = {shape[0] if shape.rank else None for shape in shapes}
+    size = leading.pop() if len(leading) == 1 else None
+    return count * size if size and count else None
 
 
 def _looks_batched(spec: Any) -> bool:

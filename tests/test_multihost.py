@@ -35,7 +35,7 @@ CLASSES = 5
 GLOBAL_BATCH = 16
 TRAIN_EXAMPLES = 64
 EVAL_EXAMPLES = 50  # 3 full batches of 16 and one of 2: padded with 14 weight-0 examples
-TIMEOUT = 120
+TIMEOUT = 300  # seconds per worker; a hang fails the test instead of blocking it
 
 
 # --- the worker --------------------------------------------------------------------------------
@@ -124,7 +124,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run(out: Path, num_processes: int) -> list[dict]:
+def _start(out: Path, num_processes: int) -> list[tuple[subprocess.Popen, Path]]:
+    """Starts the workers of one run; their output goes to files (pipes could fill and block)."""
     out.mkdir()
     base = {
         **os.environ,
@@ -137,31 +138,30 @@ def _run(out: Path, num_processes: int) -> list[dict]:
     base.pop("TF_CONFIG", None)
     base.pop("XLA_FLAGS", None)  # one CPU device per process
     ports = [_free_port() for _ in range(num_processes)]
-    procs = []
+    workers = []
     for pid in range(num_processes):
         env = dict(base)
         if BACKEND == "tensorflow" and num_processes > 1:
-            workers = [f"127.0.0.1:{port}" for port in ports]
+            addresses = [f"127.0.0.1:{port}" for port in ports]
             env["TF_CONFIG"] = json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": pid}}
+                {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": pid}}
             )
         command = [sys.executable, __file__, str(out), str(num_processes), str(pid), str(ports[0])]
-        procs.append(
-            subprocess.Popen(
-                command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-        )
+        log = out.parent / f"{out.name}_{pid}.log"
+        with open(log, "wb") as sink:
+            proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=sink, stderr=sink)
+        workers.append((proc, log))
+    return workers
+
+
+def _collect(workers: list[tuple[subprocess.Popen, Path]]) -> list[dict]:
     results, failures = [], []
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            for other in procs:
-                other.kill()
-            stdout, stderr = proc.communicate()
-        lines = [line for line in stdout.decode().splitlines() if line.startswith("RESULT ")]
+    for proc, log in workers:
+        proc.wait(timeout=TIMEOUT)
+        text = log.read_text(errors="replace")
+        lines = [line for line in text.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
-            failures.append(f"rc={proc.returncode}\n{stdout.decode()}\n{stderr.decode()[-4000:]}")
+            failures.append(f"{log.name}: rc={proc.returncode}\n{text[-4000:]}")
         else:
             results.append(json.loads(lines[-1][len("RESULT ") :]))
     assert not failures, "worker failed:\n" + "\n".join(failures)
@@ -179,8 +179,14 @@ def _weights(out: Path) -> dict[str, np.ndarray]:
 )
 def test_two_processes_match_one_process(tmp_path):
     start = time.perf_counter()
-    single = _run(tmp_path / "single", 1)
-    double = _run(tmp_path / "double", 2)
+    # Both runs at once: the reference costs no extra wall time.
+    runs = {name: _start(tmp_path / name, n) for name, n in (("single", 1), ("double", 2))}
+    try:
+        single, double = _collect(runs["single"]), _collect(runs["double"])
+    finally:
+        for proc, _ in runs["single"] + runs["double"]:
+            if proc.poll() is None:
+                proc.kill()
     seconds = time.perf_counter() - start
 
     assert [r["processes"] for r in double] == [2, 2] and [r["process"] for r in double] == [0, 1]

@@ -290,12 +290,237 @@ def test_torch_warns_that_it_runs_single_device(caplog):
     assert "single device" in caplog.text
 
 
-@pytest.mark.skipif(BACKEND == "jax", reason="jax: initialize_multi_host starts jax.distributed")
-def test_initialize_multi_host_needs_jax_or_tf_config(monkeypatch):
+# --- multi-process helpers (single process here; 2 processes: tests/test_multihost.py) --------
+
+
+def test_process_helpers_in_a_single_process(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    error = ValueError if BACKEND == "tensorflow" else NotImplementedError
-    with pytest.raises(error):
+    assert parallel.process_index() == 0
+    assert parallel.process_count() == 1
+    assert parallel.is_primary() is True
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TF_CONFIG describes TensorFlow clusters")
+def test_process_helpers_read_tf_config(monkeypatch):
+    cluster = {"chief": ["h0:1"], "worker": ["h1:1", "h2:1"]}
+    for task, index in ((("chief", 0), 0), (("worker", 0), 1), (("worker", 1), 2)):
+        config = {"cluster": cluster, "task": {"type": task[0], "index": task[1]}}
+        monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+        assert parallel.process_index() == index
+        assert parallel.process_count() == 3
+        assert parallel.is_primary() is (index == 0)
+    for bad in (
+        "not json",
+        json.dumps({"cluster": cluster}),
+        json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 2}}),
+        json.dumps({"cluster": cluster, "task": {"type": "evaluator", "index": 0}}),
+    ):
+        monkeypatch.setenv("TF_CONFIG", bad)
+        with pytest.raises(ValueError, match="TF_CONFIG"):
+            parallel.process_index()
+
+
+@pytest.mark.parametrize(
+    "kwargs, env, match",
+    [
+        ({"coordinator": "127.0.0.1:1234"}, {}, "num_processes, process_id missing"),
+        ({"num_processes": 2, "process_id": 0}, {}, "coordinator missing"),
+        ({"coordinator": "127.0.0.1", "num_processes": 2, "process_id": 0}, {}, "host:port"),
+        ({"coordinator": "127.0.0.1:1234", "num_processes": 2, "process_id": 2}, {}, r"\[0, 1\]"),
+        ({"coordinator": "127.0.0.1:1234", "num_processes": 0, "process_id": 0}, {}, ">= 1"),
+        ({"coordinator": "a:1,b:2", "num_processes": 3, "process_id": 0}, {}, "2 job addresses"),
+        ({"coordinator": "a:1", "num_processes": "2", "process_id": 0}, {}, "must be an int"),
+        (
+            {},
+            {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "a:1", "KERAS_DISTRIBUTION_NUM_PROCESSES": "two"},
+            "KERAS_DISTRIBUTION_NUM_PROCESSES must be an integer",
+        ),
+        (
+            {"coordinator": "a:1", "process_id": 1},
+            {"KERAS_DISTRIBUTION_NUM_PROCESSES": "1"},
+            r"\[0, 0\]",
+        ),
+    ],
+)
+@pytest.mark.skipif(BACKEND != "jax", reason="the JAX arguments")
+def test_initialize_multi_host_rejects_bad_jax_values(monkeypatch, kwargs, env, match):
+    # Every case fails before jax.distributed starts: nothing is initialised.
+    for name in ("JOB_ADDRESSES", "NUM_PROCESSES", "PROCESS_ID"):
+        monkeypatch.delenv(f"KERAS_DISTRIBUTION_{name}", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=match):
+        parallel.initialize_multi_host(**kwargs)
+    import jax
+
+    assert not jax.distributed.is_initialized()
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's multi-worker configuration")
+def test_initialize_multi_host_on_tensorflow_needs_tf_config_only(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG environment variable"):
         parallel.initialize_multi_host()
+    with pytest.raises(ValueError, match="are for JAX"):
+        parallel.initialize_multi_host("127.0.0.1:1234", 2, 0)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's multi-worker configuration")
+def test_tf_config_after_tensorflow_started_says_what_to_do(monkeypatch):
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # TensorFlow has run an op: collectives can no longer be configured
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    )
+    monkeypatch.setattr(parallel, "_TF_STRATEGIES", {})
+    with pytest.raises(ValueError, match="initialize_multi_host"):
+        with parallel.data_parallel():
+            pass
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the torch backend only")
+def test_initialize_multi_host_is_refused_on_torch():
+    with pytest.raises(ValueError, match="KERAS_BACKEND=jax"):
+        parallel.initialize_multi_host("127.0.0.1:1234", 2, 0)
+
+
+# --- pad_for_evaluation -----------------------------------------------------------------------
+
+
+def _eval_data(n: int = 10, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 5)).astype("float32"), rng.integers(0, 3, n).astype("int32")
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_pad_for_evaluation_yields_static_full_batches(batched):
+    import tensorflow as tf
+
+    x, y = _eval_data(10)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if batched:
+        dataset = dataset.batch(3)  # another batch size, last batch partial
+    padded = parallel.pad_for_evaluation(dataset, 4, num_examples=10)
+    spec = padded.element_spec
+    assert [tuple(s.shape) for s in spec] == [(4, 5), (4,), (4,)]
+    assert spec[2].dtype == tf.float32
+    assert int(padded.cardinality()) == 3
+    # Without num_examples the size is known only when tf.data knows it without reading.
+    inferred = parallel.pad_for_evaluation(dataset, 4).cardinality()
+    assert int(inferred) == (tf.data.UNKNOWN_CARDINALITY if batched else 3)
+    static = tf.data.Dataset.from_tensor_slices((x, y)).batch(2, drop_remainder=True)
+    assert int(parallel.pad_for_evaluation(static, 4).cardinality()) == 3
+    batches = [tuple(t.numpy() for t in batch) for batch in padded]
+    xs, ys, ws = (np.concatenate(parts) for parts in zip(*batches))
+    np.testing.assert_array_equal(xs[:10], x)
+    np.testing.assert_array_equal(ys[:10], y)
+    np.testing.assert_array_equal(ws, [1.0] * 10 + [0.0] * 2)
+    np.testing.assert_array_equal(xs[10:], 0.0)
+
+
+def test_pad_for_evaluation_keeps_weights_and_nested_inputs():
+    import tensorflow as tf
+
+    x, y = _eval_data(5)
+    w = np.arange(1, 6, dtype="float64")
+    dataset = tf.data.Dataset.from_tensor_slices(({"a": x, "b": x[:, :2]}, y, w)).batch(2)
+    padded = list(parallel.pad_for_evaluation(dataset, 4))  # num_examples unknown: still padded
+    assert len(padded) == 2
+    assert tuple(padded[0][0]["b"].shape) == (4, 2)
+    weights = np.concatenate([batch[2].numpy() for batch in padded])
+    np.testing.assert_array_equal(weights, [1, 2, 3, 4, 5, 0, 0, 0])
+
+
+def test_pad_for_evaluation_rejects_bad_arguments():
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices(_eval_data(6)).batch(2)
+    for size in (0, 2.0, True):
+        with pytest.raises(ValueError, match="global_batch_size"):
+            parallel.pad_for_evaluation(dataset, size)
+    with pytest.raises(ValueError, match="num_examples"):
+        parallel.pad_for_evaluation(dataset, 4, num_examples=0)
+    with pytest.raises(ValueError, match=r"\(x, y\)"):
+        parallel.pad_for_evaluation(dataset.map(lambda x, y: x), 4)
+    with pytest.raises(ValueError, match="tf.data.Dataset"):
+        parallel.pad_for_evaluation(_eval_data(6), 4)
+    # A wrong num_examples (2 batches declared, 1 yielded) fails while iterating.
+    with pytest.raises(tf.errors.FailedPreconditionError):
+        list(parallel.pad_for_evaluation(dataset, 8, num_examples=12))
+
+
+def test_padded_evaluate_is_exact_for_weighted_metrics():
+    """Model.evaluate on padded batches == on the plain data, for weighted metrics."""
+    import tensorflow as tf
+
+    n, batch = 10, 4
+    x, y = _eval_data(n)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        weighted_metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="w_accuracy"),
+            keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="w_ce"),
+        ],
+    )
+    plain_ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+    plain = model.evaluate(plain_ds, verbose=0, return_dict=True)
+    padded = model.evaluate(
+        parallel.pad_for_evaluation(plain_ds, batch, num_examples=n), verbose=0, return_dict=True
+    )
+    # The reference, from numpy.
+    logits = keras.ops.convert_to_numpy(model(x))
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    accuracy = float(np.mean(np.argmax(logits, -1) == y))
+    ce = float(-np.mean(log_probs[np.arange(n), y]))
+    assert (
+        plain["accuracy"]
+        == plain["w_accuracy"]
+        == padded["w_accuracy"]
+        == pytest.approx(accuracy, abs=1e-7)
+    )
+    assert padded["w_ce"] == pytest.approx(plain["w_ce"], abs=1e-6)
+    assert padded["w_ce"] == pytest.approx(ce, abs=1e-5)
+    assert plain["loss"] == pytest.approx(ce, abs=1e-5)
+    # Keras 3 does not weight `metrics=[...]`: the 2 padding rows (label 0) count.
+    pad_hits = int(np.argmax(keras.ops.convert_to_numpy(model(np.zeros((1, 5), "float32")))) == 0)
+    expected = (accuracy * n + 2 * pad_hits) / 12
+    assert padded["accuracy"] == pytest.approx(expected, abs=1e-7)
+    # The loss is sum(w * ce) / batch per batch, averaged over the 3 padded batches.
+    assert padded["loss"] == pytest.approx(ce * n / 12, abs=1e-5)
+
+
+def test_padded_evaluate_of_a_distiller():
+    """The Distiller's evaluation (student cross-entropy) on padded batches."""
+    import tensorflow as tf
+
+    n, batch = 10, 4
+    x, y = _batch(n, seed=5)
+    init = _initial_weights()
+    teacher, student = _conv_model(16, "teacher"), _conv_model(8, "student")
+    teacher.set_weights(init[0])
+    student.set_weights(init[1])
+    distiller = kg.Distiller(teacher, student, loss=kg.GDKD(k=2))
+    distiller.compile(
+        optimizer="sgd",
+        weighted_metrics=[
+            "accuracy",
+            keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce"),
+        ],
+    )
+    plain_ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+    plain = distiller.evaluate(plain_ds, verbose=0, return_dict=True)
+    # num_examples: the batches of plain_ds have no static size, so tf.data cannot count them.
+    padded = distiller.evaluate(
+        parallel.pad_for_evaluation(plain_ds, batch, num_examples=n), verbose=0, return_dict=True
+    )
+    assert padded["accuracy"] == plain["accuracy"]
+    assert padded["ce"] == pytest.approx(plain["ce"], abs=1e-6)
+    assert padded["ce_loss"] == pytest.approx(plain["ce"] * n / 12, abs=1e-5)
 
 
 def test_sync_batchnorm_is_a_no_op_off_tensorflow():
