@@ -15,7 +15,8 @@ def _custom_objects(config, path: str = "model") -> Iterator[str]:
         module = config.get("module")
         if "class_name" in config and isinstance(module, str):
             if module != "keras" and not module.startswith("keras."):
-                yield f"{path}: {module}.{config['class_name']}"
+                name = config.get("registered_name") or f"{module}.{config['class_name']}"
+                yield f"{path}: {name}"
         for key, value in config.items():
             yield from _custom_objects(value, f"{path}.{key}")
     elif isinstance(config, list | tuple):
