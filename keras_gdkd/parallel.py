@@ -1,4 +1,4 @@
-"""Data-parallel training over several accelerators (the library's one backend-specific module).
+"""Data-parallel training over several accelerators and processes (the one backend-specific module).
 
 Build the models, the :class:`~keras_gdkd.Distiller` and ``compile`` inside :func:`data_parallel`
 and call ``fit`` there too::
@@ -7,17 +7,14 @@ and call ``fit`` there too::
         teacher = sync_batchnorm(get_model("resnet32x4"))
         student = sync_batchnorm(get_model("resnet8x4"))
         distiller = keras_gdkd.Distiller(teacher, student, loss=keras_gdkd.GDKD())
-        distiller.compile(optimizer=...)
+        distiller.compile(optimizer=..., weighted_metrics=["accuracy"])
         distiller.fit(dataset, epochs=...)  # dataset batches are *global* batches
+        distiller.evaluate(pad_for_evaluation(test_ds, batch_size, num_examples=10_000))
 
 * **JAX**: ``keras.distribution.DataParallel`` over all accelerators (``XLA`` sees every local
   GPU/TPU). Variables are replicated, each global batch is split along its first axis and the
   compiled step is one SPMD program, so means over the batch (the losses, BatchNorm's batch
   statistics) are means over the *global* batch: BatchNorm is synchronized with no extra work.
-  Several hosts: launch one process per host, call :func:`initialize_multi_host` (i.e.
-  ``keras.distribution.initialize()``, which starts ``jax.distributed``) before anything else
-  touches JAX; the distribution then spans all global devices and Keras gives each process its
-  shard of every global ``tf.data`` batch.
 * **TensorFlow**: ``tf.distribute.MirroredStrategy`` over all GPUs, or
   ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set. Keras splits each global batch
   across the replicas and sums their gradients; the Distiller divides its loss by the replica
@@ -25,6 +22,17 @@ and call ``fit`` there too::
   :func:`sync_batchnorm` to use global batch statistics (the authors trained with SyncBN).
 * **PyTorch**: single device only (Keras's torch backend has no data-parallel ``fit``); the
   context manager changes nothing.
+
+Several processes (hosts): every process runs the same program; it calls
+:func:`initialize_multi_host` before anything else touches the backend, then builds and fits on
+the same global ``tf.data`` stream, of which Keras gives each process its share. Evaluation needs
+batches of one static size on every process: :func:`pad_for_evaluation`. Every process takes
+part in each collective step. In Keras 3 ``save_weights`` and ``save`` inside
+:func:`data_parallel` are such steps (they build a throw-away optimizer, whose variables are
+created on all devices), on JAX and on TensorFlow multi-worker alike: every process must call
+them, each with its own file (one file written by two processes fails), e.g.
+``BackupAndRestore`` with one directory per :func:`process_index`. After leaving the context
+(checked on JAX) only the :func:`is_primary` process needs to save.
 
 TensorFlow and PyTorch are imported lazily, and only under their own backend.
 """

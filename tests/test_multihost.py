@@ -232,6 +232,56 @@ def test_two_processes_match_one_process(tmp_path):
     assert abs(ev2["loss"] - ce * EVAL_EXAMPLES / padded_size) < 1e-5
 
 
+# --- the TensorFlow multi-worker shim (keras_gdkd.compat) ----------------------------------------
+
+
+def test_multi_worker_shim_matches_this_keras():
+    """Fails when Keras changes the code the shim wraps: re-check the shim, then its hashes."""
+    pytest.importorskip("tensorflow")
+    from keras_gdkd import compat
+
+    assert compat.tf_multi_worker_sources() == compat.PATCHED_TF_SOURCES, (
+        f"Keras {keras.__version__} changed the functions keras_gdkd.compat wraps for "
+        "MultiWorkerMirroredStrategy; check whether the bug is fixed (then drop the shim) or "
+        "update the wrappers and PATCHED_TF_SOURCES."
+    )
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="patches the TensorFlow trainer")
+def test_multi_worker_shim_leaves_other_strategies_alone():
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    from keras_gdkd import compat
+
+    assert compat.patch_tf_multi_worker_fit() is True
+    assert compat.patch_tf_multi_worker_fit() is True  # once per process
+    wrapped = trainer.reduce_per_replica
+    assert wrapped is not wrapped.__wrapped__
+    assert trainer.TensorFlowTrainer._maybe_symbolic_build.__wrapped__ is not None
+    # Without a multi-worker strategy the wrappers run Keras's own code.
+    strategy = tf.distribute.get_strategy()
+    values = {"loss": tf.constant(2.0), "logits": tf.ones((2, 3))}
+    for reduction in ("auto", "mean", "sum", "first"):
+        got = wrapped(values, strategy, reduction)
+        expected = wrapped.__wrapped__(values, strategy, reduction)
+        for key in values:
+            np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    history = model.fit(np.ones((4, 3)), np.zeros((4, 2)), batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="the shim is for the TensorFlow backend")
+def test_multi_worker_shim_refuses_other_backends():
+    pytest.importorskip("tensorflow")
+    from keras_gdkd import compat
+
+    with pytest.raises(ValueError, match="tensorflow backend only"):
+        compat.patch_tf_multi_worker_fit()
+
+
 if __name__ == "__main__":
     _out, _num, _pid, _port = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     from keras_gdkd import parallel as _parallel
