@@ -142,8 +142,8 @@ def initialize_multi_host(
     anything touches JAX. Arguments left ``None`` come from ``KERAS_DISTRIBUTION_JOB_ADDRESSES``,
     ``KERAS_DISTRIBUTION_NUM_PROCESSES`` and ``KERAS_DISTRIBUTION_PROCESS_ID``; when none is set
     at all JAX looks for a cluster itself (Cloud TPU, SLURM, Open MPI). On CPU the processes
-    exchange data through Gloo collectives (JAX's default since 0.5; set here on older JAX).
-    Calling it again with the same values is a no-op.
+    exchange data through Gloo collectives (the default of recent JAX, e.g. 0.10; set here
+    when an older JAX has none). Calling it again with the same values is a no-op.
 
     **TensorFlow**: the cluster is described by the ``TF_CONFIG`` environment variable
     (``MultiWorkerMirroredStrategy``), so the three arguments must be ``None``. This creates
@@ -592,7 +592,7 @@ def _jax_initialize(
             f"jax.distributed is already initialized as process {current[1]} of {current[0]}; "
             f"cannot re-initialize as process {process_id} of {num_processes}."
         )
-    # Cross-process collectives on CPU: Gloo (JAX's default since 0.5, "none" before).
+    # Cross-process collectives on CPU: Gloo (recent JAX's default; older ones have none).
     if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") in (None, "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
