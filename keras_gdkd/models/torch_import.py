@@ -185,7 +185,7 @@ def _load_torch_file(path: str) -> Mapping:
             "torch.load(weights_only=True). If you trust the file, load it yourself with "
             "torch.load(path, weights_only=False) and pass the state dict (a mapping) instead."
         ) from err
-    except (EOFError, RuntimeError) as err:  # truncated pickle, damaged zip archive
+    except (EOFError, OSError, RuntimeError) as err:  # truncated pickle or zip, damaged zip
         raise _not_a_checkpoint(path, f"truncated or damaged: {str(err).splitlines()[0]}") from err
 
 

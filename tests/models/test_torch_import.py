@@ -1,15 +1,15 @@
-"""load_torch_weights: key mapping, strictness, containers, .pth and .keras round trips."""
+"""load_torch_weights: key mapping, strictness, containers, bad files, .pth/.keras round trips."""
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 from keras_gdkd.models import get_model, load_torch_weights, torch_key_table
-from keras_gdkd.models.blocks import ChannelShuffle, ChannelSlice, conv_bn
 
 
 def _fake_state_dict(model: keras.Model, seed: int = 0) -> dict[str, np.ndarray]:
@@ -131,8 +131,10 @@ def test_pth_round_trip(resnet8, tmp_path):
 
 def test_pth_without_torch_says_how_to_fix(resnet8, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    path = tmp_path / "ckpt.pth"
+    path.write_bytes(b"PK\x03\x04" + bytes(60))  # what torch.save writes first
     with pytest.raises(ImportError, match="pip install torch"):
-        load_torch_weights(resnet8, tmp_path / "ckpt.pth")
+        load_torch_weights(resnet8, path)
 
 
 def test_keras_round_trip(resnet8, tmp_path):
@@ -145,18 +147,102 @@ def test_keras_round_trip(resnet8, tmp_path):
     np.testing.assert_allclose(infer(reloaded, x), expected, atol=1e-5)
 
 
-def test_custom_layers_round_trip(tmp_path):
-    # ShuffleNet pieces (grouped and depthwise convs, channel split and shuffle) on a toy model.
-    inputs = keras.Input((8, 8, 12))
-    x = conv_bn(inputs, 12, 1, groups=3, conv_name="conv1", bn_name="bn1")
-    x = ChannelShuffle(3, name="shuffle")(x)
-    left = ChannelSlice(0, 6, name="split0")(x)
-    right = conv_bn(ChannelSlice(6, None, name="split1")(x), None, 3, stride=2, padding=1,
-                    conv_name="conv2", bn_name="bn2")  # fmt: skip
-    left = keras.layers.MaxPooling2D(2, name="pool")(left)
-    model = keras.Model(inputs, keras.layers.Concatenate(name="cat")([left, right]))
-    x = np.random.default_rng(2).normal(size=(2, 8, 8, 12)).astype("float32")
-    expected = infer(model, x)
-    model.save(tmp_path / "toy.keras")
-    reloaded = keras.saving.load_model(tmp_path / "toy.keras")
-    np.testing.assert_allclose(infer(reloaded, x), expected, atol=1e-6)
+def test_non_strict_partial_load_warns_with_the_summary(resnet8):
+    state = _fake_state_dict(resnet8)
+    total = len(state)
+    state["fc.weight"] = np.zeros((11, 64), "float32")  # another number of classes
+    del state["fc.bias"]
+    state["head.weight"] = np.zeros((3,), "float32")
+    with pytest.warns(UserWarning) as caught:
+        report = load_torch_weights(resnet8, state, strict=False)
+    message = str(caught[0].message)
+    assert f"{total - 2} of {total} model tensors loaded" in message
+    assert "missing 1, unexpected 1, shape mismatches 1" in message
+    assert "'fc.bias'" in message and "'head.weight'" in message and "fc.weight" in message
+    assert len(report.loaded) == total - 2
+
+
+def test_non_strict_load_of_nothing_warns(resnet8):
+    state = {f"backbone.{k}": v for k, v in _fake_state_dict(resnet8).items()}
+    with pytest.warns(UserWarning, match=f"0 of {len(state)} model tensors loaded"):
+        report = load_torch_weights(resnet8, state, strict=False)
+    assert not report.loaded
+
+
+def test_complete_non_strict_load_is_silent(resnet8):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_torch_weights(resnet8, _fake_state_dict(resnet8), strict=False)
+
+
+def test_wrong_keys_name_expected_and_found(resnet8):
+    state = {"features.0.weight": np.zeros((64, 3, 3, 3), "float32")}
+    with pytest.raises(ValueError) as info:
+        load_torch_weights(resnet8, state)
+    message = str(info.value)
+    assert "no key matches" in message
+    assert "expects keys like 'conv1.weight'" in message
+    assert "the checkpoint has 'features.0.weight'" in message
+
+
+def test_unknown_wrapper_is_named(resnet8):
+    state = {"net": _fake_state_dict(resnet8), "epoch": 240}
+    with pytest.raises(ValueError, match="entry 'net' of the state dict is a dict, not a tensor"):
+        load_torch_weights(resnet8, state)
+
+
+NOT_CHECKPOINTS = {
+    "empty": b"",
+    "html": b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body></body></html>",
+    "random": np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    "text": b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 1234\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_CHECKPOINTS))
+def test_not_a_checkpoint_needs_no_torch_to_be_rejected(resnet8, tmp_path, monkeypatch, kind):
+    content = NOT_CHECKPOINTS[kind]
+    assert content[:1] != b"\x80" and not content.startswith(b"PK")
+    monkeypatch.setitem(sys.modules, "torch", None)  # rejected before torch is imported
+    path = tmp_path / "ckpt_epoch_240.pth"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"not a PyTorch checkpoint: {path}") as info:
+        load_torch_weights(resnet8, path)
+    assert "weights_only" not in str(info.value)
+    if kind == "html":
+        assert "HTML page" in str(info.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated zip", "garbage after zip magic", "bad pickle"])
+def test_damaged_checkpoint_is_not_a_checkpoint(resnet8, tmp_path, damage):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "ckpt.pth"
+    if damage == "truncated zip":
+        torch.save({k: torch.from_numpy(v) for k, v in _fake_state_dict(resnet8).items()}, path)
+        path.write_bytes(path.read_bytes()[:5000])
+    elif damage == "garbage after zip magic":
+        path.write_bytes(b"PK\x03\x04" + NOT_CHECKPOINTS["random"])
+    else:
+        path.write_bytes(b"\x80\x02" + NOT_CHECKPOINTS["random"])
+    with pytest.raises(ValueError, match=f"not a PyTorch checkpoint: {path}") as info:
+        load_torch_weights(resnet8, path)
+    assert "weights_only" not in str(info.value)
+
+
+def test_pickled_objects_suggest_weights_only_false(resnet8, tmp_path):
+    torch = pytest.importorskip("torch")
+    import argparse
+
+    path = tmp_path / "ckpt.pth"
+    tensors = {k: torch.from_numpy(v) for k, v in _fake_state_dict(resnet8).items()}
+    torch.save({"model": tensors, "args": argparse.Namespace(lr=0.05)}, path)
+    with pytest.raises(ValueError, match="weights_only=False"):
+        load_torch_weights(resnet8, path)
+
+
+def test_a_checkpoint_that_is_not_a_state_dict(resnet8, tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(ValueError, match="expected a state dict .* got Tensor"):
+        load_torch_weights(resnet8, path)
