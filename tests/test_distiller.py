@@ -284,7 +284,7 @@ def test_a_teacher_ending_in_softmax_is_named_at_construction(head):
         kg.Distiller(teacher, student)
 
 
-class _SubclassedSoftmax(keras.Model):
+class SubclassedSoftmax(keras.Model):
     """A subclassed teacher: its layers are not inspectable, only its outputs."""
 
     def __init__(self, **kwargs):
@@ -296,7 +296,7 @@ class _SubclassedSoftmax(keras.Model):
 
 
 def test_a_subclassed_teacher_returning_probabilities_is_caught_from_the_first_batch():
-    teacher, student = _SubclassedSoftmax(), _pair()[1]
+    teacher, student = SubclassedSoftmax(), _pair()[1]
     x, y = _data()
     teacher(x[:1])
     distiller = kg.Distiller(teacher, student, loss=kg.KD())
@@ -357,7 +357,7 @@ def test_unselected_or_wrong_outputs_say_what_was_found(kind, selector, message)
         kg.Distiller(teacher, _pair()[1], teacher_output=selector)
 
 
-class _SubclassedDict(keras.Model):
+class SubclassedDict(keras.Model):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.features = keras.layers.Dense(16)
@@ -369,7 +369,7 @@ class _SubclassedDict(keras.Model):
 
 
 def test_a_subclassed_model_returning_a_dict_is_checked_when_the_step_is_traced():
-    teacher, student = _pair()[0], _SubclassedDict()
+    teacher, student = _pair()[0], SubclassedDict()
     x, y = _data()
     student(x[:1])
     distiller = kg.Distiller(teacher, student)
@@ -378,7 +378,7 @@ def test_a_subclassed_model_returning_a_dict_is_checked_when_the_step_is_traced(
         distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
     # Fresh models: on JAX an exception inside the first traced step leaves the variables of
     # the models that Keras had handed to the step without values.
-    teacher, student = _pair()[0], _SubclassedDict()
+    teacher, student = _pair()[0], SubclassedDict()
     student(x[:1])
     distiller = kg.Distiller(teacher, student, student_output="logits")
     distiller.compile(optimizer="sgd")

@@ -1,4 +1,4 @@
-"""The spec's exact identities (section 3), checked on every backend without the oracle."""
+"""The exact identities of docs/method.md (KD over any partition, GDKD k=1 vs DKD, gradient)."""
 
 import keras
 import numpy as np
