@@ -75,9 +75,10 @@ def kd(student_logits, teacher_logits, temperature: float = 4.0, standardize: bo
 
     Example:
 
-    >>> s = np.array([[2.0, 0.0, -1.0]], "float32")
-    >>> float(keras_gdkd.kd(s, s, temperature=4.0))
-    0.0
+    ```python
+    s = np.array([[2.0, 0.0, -1.0]], "float32")
+    float(keras_gdkd.kd(s, s, temperature=4.0))  # 0.0
+    ```
     """
     return _mean(kd_terms(student_logits, teacher_logits, temperature, standardize))
 
@@ -165,9 +166,11 @@ def dkd(
 
     Example:
 
-    >>> s = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]], "float32")
-    >>> t = np.array([[3.0, 0.0, -2.0], [0.0, 2.0, 1.0]], "float32")
-    >>> loss = keras_gdkd.dkd(s, t, labels=np.array([0, 1]), alpha=1.0, beta=8.0)
+    ```python
+    s = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]], "float32")
+    t = np.array([[3.0, 0.0, -2.0], [0.0, 2.0, 1.0]], "float32")
+    loss = keras_gdkd.dkd(s, t, labels=np.array([0, 1]), alpha=1.0, beta=8.0)
+    ```
     """
     return _mean(
         dkd_terms(student_logits, teacher_logits, labels, alpha, beta, temperature, standardize)
@@ -267,9 +270,11 @@ def gdkd(
 
     Example:
 
-    >>> rng = np.random.default_rng(0)
-    >>> s, t = rng.normal(size=(2, 8, 100)).astype("float32")
-    >>> loss = keras_gdkd.gdkd(s, t, k=5, w0=1.0, w1=2.0, w2=8.0, temperature=4.0)
+    ```python
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(size=(2, 8, 100)).astype("float32")
+    loss = keras_gdkd.gdkd(s, t, k=5, w0=1.0, w1=2.0, w2=8.0, temperature=4.0)
+    ```
     """
     return _mean(
         gdkd_terms(

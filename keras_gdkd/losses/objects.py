@@ -101,9 +101,11 @@ class KD(_LabelFree):
 
     Example:
 
-    >>> loss = keras_gdkd.KD(temperature=4.0)
-    >>> value = loss(student_logits, teacher_logits)  # batch mean
-    >>> per_sample, parts = loss.terms(student_logits, teacher_logits)  # parts["kd_loss"]
+    ```python
+    loss = keras_gdkd.KD(temperature=4.0)
+    value = loss(student_logits, teacher_logits)  # batch mean
+    per_sample, parts = loss.terms(student_logits, teacher_logits)  # parts["kd_loss"]
+    ```
     """
 
     term_names = ("kd_loss",)
@@ -127,8 +129,10 @@ class DKD(LogitLoss):
 
     Example:
 
-    >>> loss = keras_gdkd.DKD(alpha=1.0, beta=8.0, temperature=4.0)
-    >>> value = loss(student_logits, teacher_logits, labels)
+    ```python
+    loss = keras_gdkd.DKD(alpha=1.0, beta=8.0, temperature=4.0)
+    value = loss(student_logits, teacher_logits, labels)
+    ```
     """
 
     term_names = ("tckd_loss", "nckd_loss")
@@ -184,9 +188,11 @@ class GDKD(_LabelFree):
 
     Example:
 
-    >>> loss = keras_gdkd.GDKD(k=5, w0=1.0, w1=2.0, w2=8.0, temperature=4.0)
-    >>> value = loss(student_logits, teacher_logits)
-    >>> distiller = keras_gdkd.Distiller(teacher, student, loss=loss)
+    ```python
+    loss = keras_gdkd.GDKD(k=5, w0=1.0, w1=2.0, w2=8.0, temperature=4.0)
+    value = loss(student_logits, teacher_logits)
+    distiller = keras_gdkd.Distiller(teacher, student, loss=loss)
+    ```
     """
 
     term_names = F.GDKD_TERMS
@@ -457,8 +463,10 @@ def get(identifier, **kwargs) -> LogitLoss:
 
     Example:
 
-    >>> keras_gdkd.losses.get("gdkd", k=4, w2=6.0)
-    GDKD(k=4, w0=1.0, w1=1.0, w2=6.0, strategy='best', temperature=4.0, standardize=False)
+    ```python
+    loss = keras_gdkd.losses.get("gdkd", k=4, w2=6.0)
+    loss == keras_gdkd.GDKD(k=4, w2=6.0)  # True
+    ```
     """
     if isinstance(identifier, LogitLoss):
         return identifier
