@@ -262,7 +262,7 @@ def distill(
             warmup_epochs=run.warmup_epochs,
         )
         optimizer = optimizers.make_optimizer(run, steps_per_epoch, batch_size=run.batch_size)
-        distiller.compile(optimizer=optimizer, metrics=["accuracy"])
+        distiller.compile(optimizer=optimizer, weighted_metrics=["accuracy"])
         return distiller
 
     job = _Job(
@@ -321,7 +321,7 @@ def train_teacher(
         model.compile(
             optimizer=optimizers.TorchSGD(schedule, momentum=momentum, weight_decay=weight_decay),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
+            weighted_metrics=["accuracy"],
         )
         return model
 
@@ -366,7 +366,7 @@ def evaluate(model_path: str, *, data: DataSpec, batch_size: int = 256) -> dict[
         model = model.student
     model.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        weighted_metrics=["accuracy"],
     )
     result = model.evaluate(_validation(data, batch_size, class_names), verbose=0,
                             return_dict=True)  # fmt: skip
@@ -476,8 +476,7 @@ def _run(job: _Job, data: DataSpec, output: Path, mixed_precision, devices, verb
             except _Diverged as error:
                 _write_results(job, out, recorder.state, optional, status="diverged")
                 raise RunError(str(error), hint=error.hint) from None
-            if out.primary:
-                _export(job.export(model), out.model)
+            _export(job.export(model), out.model, out.primary)
         state = {**recorder.state, "num_replicas": setup.num_replicas}
         return _write_results(job, out, state, optional, status="complete")
 
@@ -560,8 +559,7 @@ class _EpochRecorder(keras.callbacks.Callback):
         top1 = 100.0 * logs["val_accuracy"] if "val_accuracy" in logs else None
         if top1 is not None and (self.state["best_top1"] is None or top1 > self.state["best_top1"]):
             self.state["best_top1"], self.state["best_epoch"] = top1, epoch + 1
-            if self.out.primary:
-                _export(self.job.export(self.model), self.out.best)
+            _export(self.job.export(self.model), self.out.best, self.out.primary)
         self.state["wall_time_s"] = self._wall_base + time.perf_counter() - self._start
         self.store.commit(self.model, epoch + 1, self.state)
         if self.out.primary:
@@ -588,12 +586,18 @@ def _validation(data: DataSpec, batch_size: int, class_names):
     return dataset
 
 
-def _export(model: keras.Model, path: Path) -> None:
-    """Saves ``model`` as core Keras layers, atomically."""
+def _export(model: keras.Model, path: Path, write: bool = True) -> None:
+    """Saves ``model`` as core Keras layers, atomically, if ``write``.
+
+    Every process of a multi-process run builds the export (creating its variables is a
+    collective step under a distribution); only the primary one writes the file.
+    """
     # The same graph without the training's compile state (its optimizer is keras_gdkd's).
     uncompiled = keras.Model(model.inputs, model.outputs, name=model.name)
-    with atomic_path(path) as tmp:
-        models.export_model(uncompiled).save(tmp)
+    exported = models.export_model(uncompiled)
+    if write:
+        with atomic_path(path) as tmp:
+            exported.save(tmp)
 
 
 def _repair_exports(job, data, out: _Outputs, checkpoint, devices, say) -> None:
