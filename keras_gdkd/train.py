@@ -467,7 +467,7 @@ def _run(job: _Job, data: DataSpec, output: Path, mixed_precision, devices, verb
                 callbacks.append(keras.callbacks.TensorBoard(str(out.tensorboard)))
             try:
                 model.fit(
-                    validation_data=_validation(data, 256, class_names),
+                    validation_data=_validation(data, 256, class_names, setup.num_replicas),
                     callbacks=callbacks,
                     verbose=verbose,
                     shuffle=False,  # the stream is already shuffled per (seed, epoch)
@@ -578,10 +578,10 @@ def _new_state() -> dict[str, Any]:
             "starts": 0, "compile_s": None, "rates": []}  # fmt: skip
 
 
-def _validation(data: DataSpec, batch_size: int, class_names):
+def _validation(data: DataSpec, batch_size: int, class_names, num_replicas: int = 1):
     dataset = data.validation(batch_size, class_names)
-    if parallel.process_count() > 1:
-        # Every process must run the same number of equally shaped batches.
+    if parallel.process_count() > 1 or num_replicas > 1:
+        # Every process and device must get the same number of equally shaped batches.
         dataset = parallel.pad_for_evaluation(dataset, batch_size)
     return dataset
 
