@@ -232,7 +232,8 @@ class Distiller(keras.Model):
             y_pred = self(x, training=training)
         logits = ops.cast(y_pred, "float32")
         num_classes = logits.shape[-1]
-        self._num_classes = num_classes
+        if self._num_classes != num_classes:  # for the error message; known once traced
+            self._num_classes = num_classes
         labels = P.check_labels(y, logits.shape[0], num_classes, check_values=False)
         valid = ops.logical_and(labels >= 0, labels < num_classes)
         # Out-of-range labels are replaced by class 0 and the sample gets zero weight, so that
