@@ -117,33 +117,39 @@ def accuracy(model: keras.Model, x, y) -> float:
     return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y))
 
 
-def read_results(rows: list[tuple[str, float, float, float]]) -> str:
+def read_results(rows: list[tuple[str, float, float, float]], seeds: int) -> str:
     """One sentence on what the table shows, computed from its numbers.
 
     Args:
         rows: ``(method, mean accuracy, std of accuracy, seconds)`` per method, accuracies in
             [0, 1]; the first row is the student trained alone.
+        seeds: runs per method behind each mean.
 
     Returns:
         Whether the distillation methods beat the student alone and each other by more than the
-        noise: ``max(2 x the largest seed-to-seed std, MIN_GAP_POINTS)`` accuracy points.
+        noise, ``max(2 x the largest seed-to-seed std, MIN_GAP_POINTS)`` accuracy points. With
+        one seed there is no noise to measure, and no ranking is read.
     """
     points = {method: 100 * mean for method, mean, _, _ in rows}
-    noise = max(2 * 100 * max(std for _, _, std, _ in rows), MIN_GAP_POINTS)
     alone = points.pop(rows[0][0])
     best = max(points, key=points.get)
     worst = min(points, key=points.get)
     spread = points[best] - points[worst]
     gain = points[best] - alone
+    if seeds < 2:
+        return (
+            f"Reading: one seed per method, too few to rank them ({best} {spread:.1f} points "
+            f"above {worst}, {gain:+.1f} over the student alone); run with --seeds 3 or more."
+        )
+    noise = max(2 * 100 * max(std for _, _, std, _ in rows), MIN_GAP_POINTS)
     versus_alone = (
         f"the best distillation ({best}) is {gain:.1f} points above the student alone"
         if gain > noise
         else f"no distillation method is more than {noise:.1f} points above the student alone"
     )
     if spread <= noise:
-        names = ", ".join(points)
         return (
-            f"Reading: {names} are within {spread:.1f} points of each other (noise "
+            f"Reading: {', '.join(points)} are within {spread:.1f} points of each other (noise "
             f"{noise:.1f}): digits is too easy for the distillation methods to separate; "
             f"{versus_alone}. Their differences show on CIFAR-100 and ImageNet "
             "(docs/reproduce.md)."
@@ -207,7 +213,7 @@ def main(argv=None) -> None:
     )
     for method, mean, std, seconds in rows:
         print(f"{method:<14} {mean * 100:6.2f} ± {std * 100:4.2f} %{'':<24} {seconds:6.1f} s")
-    print(read_results(rows))
+    print(read_results(rows, args.seeds))
     print(f"teacher and students trained in {time.perf_counter() - start:.0f} s")
 
 
