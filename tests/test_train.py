@@ -327,3 +327,19 @@ def test_every_example_script_has_help(script):
                             env=_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout
+
+
+def test_a_batch_size_override_scales_the_learning_rate_once():
+    from keras_gdkd import optimizers, presets, train
+
+    imagenet = presets.get("res34_res18", "gdkd")
+    assert train.resolve_preset(imagenet, batch_size=256).learning_rate == pytest.approx(0.1)
+    assert train.resolve_preset(imagenet, batch_size=256, learning_rate=0.3).learning_rate == 0.3
+    # At the call site: the optimizer gets the scaled rate, and does not scale it again.
+    run = train.resolve_preset(imagenet, batch_size=256)
+    rate = optimizers.make_optimizer(run, 10, batch_size=run.batch_size).learning_rate
+    assert float(keras.ops.convert_to_numpy(rate)) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        train.resolve_preset(imagenet, epochs=0)
+    with pytest.raises(ValueError, match="learning rate must be a positive number"):
+        train.resolve_preset(imagenet, learning_rate=float("inf"))
