@@ -69,8 +69,11 @@ class TorchBatchNormalization(layers.BatchNormalization):
         count = 1
         for a in axes:  # static ints where known, a scalar tensor for a dynamic batch axis
             count = count * shape[a]
-        count = ops.cast(count, variance.dtype)
-        unbiased = variance * (count / ops.maximum(count - 1.0, 1.0))
+        if isinstance(count, int):  # no extra ops in the step when the shape is static
+            unbiased = variance * (count / max(count - 1, 1))
+        else:
+            count = ops.cast(count, variance.dtype)
+            unbiased = variance * (count / ops.maximum(count - 1.0, 1.0))
         momentum = self.momentum
         self.moving_mean.assign(
             ops.cast(self.moving_mean, mean.dtype) * momentum + mean * (1.0 - momentum)
