@@ -14,9 +14,28 @@ from typing import Any
 
 import keras
 
-__all__ = ["PATCHED_TF_SOURCES", "patch_tf_multi_worker_fit", "tf_multi_worker_sources"]
+__all__ = [
+    "PATCHED_TF_SOURCES",
+    "patch_tf_multi_worker_fit",
+    "scale_loss_for_distribution",
+    "tf_multi_worker_sources",
+]
 
 _log = logging.getLogger(__name__)
+
+
+def scale_loss_for_distribution(value: Any) -> Any:
+    """Divides a loss by the replica count under ``tf.distribute``, as Keras's compiled losses do.
+
+    Keras sums the replicas' gradients, so a loss computed in a custom ``compute_loss`` must be
+    divided by the number of replicas to mean the same as on one device. A no-op on JAX, PyTorch
+    and outside a ``tf.distribute`` strategy. Keras keeps this helper private
+    (``keras.src.losses.loss``); ``tests/test_compat.py`` fails if it moves or changes meaning.
+    """
+    from keras.src.losses.loss import scale_loss_for_distribution as keras_scale
+
+    return keras_scale(value)
+
 
 # sha256 of the source of the two Keras functions the multi-worker shim wraps, as in the Keras
 # versions it was checked with. The shim wraps them only while they are unchanged.

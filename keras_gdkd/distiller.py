@@ -21,10 +21,7 @@ import warnings
 import keras
 from keras import ops
 
-# Keras's own compiled losses divide by the replica count under tf.distribute (gradients are
-# summed across replicas); a custom compute_loss must do the same. A no-op on JAX and PyTorch.
-from keras.src.losses.loss import scale_loss_for_distribution
-
+from keras_gdkd.compat import scale_loss_for_distribution
 from keras_gdkd.losses import objects as loss_objects
 from keras_gdkd.losses import partition as P
 

@@ -204,9 +204,8 @@ class StrongAugment:
         exclude_ops: tuple[str, ...] = ("equalization",),
     ):
         import keras
-        from keras.src.random.seed_generator import SeedGenerator
 
-        class _Injected(SeedGenerator):
+        class _Injected(keras.random.SeedGenerator):
             # No state variable: each `next()` within one traced call returns a fresh
             # stateless seed `base + [0, k]`.
             def __init__(self):
