@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_gdkd.models import available, get_model, load_torch_weights
+from keras_gdkd.models import available, export_model, get_model, load_torch_weights
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     ):
         for key in keys:
             print(f"  {label}: {key}")
-    model.save(args.output)
+    # Core Keras layers only: the file loads with keras.saving.load_model, without keras_gdkd.
+    export_model(model).save(args.output)
     print(f"saved {args.name} ({model.count_params():,} weights) to {args.output}")
 
 
