@@ -51,7 +51,7 @@ class TorchBatchNormalization(layers.BatchNormalization):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        if self.renorm:
+        if getattr(self, "renorm", False):  # not an attribute in the oldest supported Keras
             raise ValueError(
                 "TorchBatchNormalization does not support renorm=True (PyTorch's BatchNorm has "
                 "no batch renormalization); use keras.layers.BatchNormalization instead."
