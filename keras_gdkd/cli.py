@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import math
 import os
@@ -255,12 +256,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _quiet_native_logging(quiet: bool):
     """Silences what native libraries print to stderr while they load (TensorFlow's start-up
-    lines ignore TF_CPP_MIN_LOG_LEVEL); Python errors still surface as exceptions."""
+    lines ignore TF_CPP_MIN_LOG_LEVEL). Python errors still surface as exceptions, and a crash
+    of a native library (a segmentation fault) still prints its traceback to the real stderr."""
     if not quiet:
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
+    real_stderr = os.fdopen(os.dup(saved), "w")
+    was_enabled = faulthandler.is_enabled()
+    faulthandler.enable(file=real_stderr)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
@@ -269,6 +274,10 @@ def _quiet_native_logging(quiet: bool):
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
+        faulthandler.disable()
+        if was_enabled:
+            faulthandler.enable()
+        real_stderr.close()
 
 
 def _start_quietly(quiet: bool) -> None:

@@ -343,3 +343,14 @@ def test_a_batch_size_override_scales_the_learning_rate_once():
         train.resolve_preset(imagenet, epochs=0)
     with pytest.raises(ValueError, match="learning rate must be a positive number"):
         train.resolve_preset(imagenet, learning_rate=float("inf"))
+
+
+def test_quiet_start_up_still_shows_a_native_crash():
+    script = ("import ctypes, sys\nfrom keras_gdkd import cli\n"
+              "with cli._quiet_native_logging(True):\n"
+              "    print('start-up noise', file=sys.stderr, flush=True)\n"
+              "    ctypes.string_at(0)\n")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode != 0
+    assert "Segmentation fault" in result.stderr and "start-up noise" not in result.stderr
