@@ -275,8 +275,9 @@ def _quiet_native_logging(quiet: bool):
         os.dup2(saved, 2)
         os.close(saved)
         faulthandler.disable()
-        if was_enabled:
-            faulthandler.enable()
+        if was_enabled:  # as before, on the process's own stderr (sys.stderr may be a capture)
+            with contextlib.suppress(ValueError, OSError):
+                faulthandler.enable(file=sys.__stderr__)
         real_stderr.close()
 
 
