@@ -505,6 +505,7 @@ class _EpochRecorder(keras.callbacks.Callback):
         self._start = time.perf_counter()
         self._epoch_start = None
         self._first_step = None  # seconds of the first step of this start (compilation)
+        self._train_seconds = None  # training part of the current epoch (validation excluded)
         self._initial_epoch = checkpoint.epoch if checkpoint else 0
 
     def on_train_begin(self, logs=None):
@@ -521,8 +522,13 @@ class _EpochRecorder(keras.callbacks.Callback):
                 hint="the run folder belongs to another model; use another --output",
             ) from error
 
+    # The batch hook only reads the clock: Keras may keep dispatching batch callbacks
+    # asynchronously, so the training step does not wait for it.
+    async_safe = True
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
+        self._train_seconds = None
 
     def on_train_batch_end(self, batch, logs=None):
         if self._first_step is None:
@@ -534,7 +540,7 @@ class _EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
-        seconds = getattr(self, "_train_seconds", time.perf_counter() - self._epoch_start)
+        seconds = self._train_seconds or time.perf_counter() - self._epoch_start
         bad = [k for k in ("loss", "val_loss") if k in logs and not math.isfinite(logs[k])]
         if bad or not _weights_finite(self.model):
             last = self.state["history"][-1]["epoch"] + 1 if self.state["history"] else 0
