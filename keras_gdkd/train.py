@@ -168,22 +168,17 @@ def resolve_preset(
         ValueError: ``epochs < 1``, ``batch_size < 1``, a learning rate that is not a positive
             finite number, or an unknown student architecture.
     """
+    _check_recipe(epochs, batch_size, learning_rate)
     changes: dict[str, Any] = {}
     if epochs is not None:
-        if int(epochs) != epochs or epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1; got {epochs}.")
         changes["epochs"] = int(epochs)
     if batch_size is not None:
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch size must be an integer >= 1; got {batch_size}.")
         changes["batch_size"] = int(batch_size)
         if learning_rate is None:
             changes["learning_rate"] = optimizers.scale_lr(
                 preset.learning_rate, preset.batch_size, int(batch_size)
             )
     if learning_rate is not None:
-        if not (math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning rate must be a positive number; got {learning_rate}.")
         changes["learning_rate"] = float(learning_rate)
     if student is not None:
         if student not in models.available():
@@ -192,6 +187,16 @@ def resolve_preset(
             )
         changes["student"] = student
     return preset.replace(**changes)
+
+
+def _check_recipe(epochs, batch_size, learning_rate) -> None:
+    """Raises ``ValueError`` for a value of these (each may be ``None``) no run can use."""
+    if epochs is not None and (int(epochs) != epochs or epochs < 1):
+        raise ValueError(f"epochs must be an integer >= 1; got {epochs}.")
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"batch size must be an integer >= 1; got {batch_size}.")
+    if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning rate must be a positive number; got {learning_rate}.")
 
 
 def load_model_weights(source: str, name: str, num_classes: int) -> keras.Model:
@@ -312,8 +317,7 @@ def train_teacher(
         raise RunError(
             f"unknown model {model_name!r}; expected one of {', '.join(models.available())}."
         )
-    resolve_preset(presets.get("res56_res20"), epochs=epochs, batch_size=batch_size,
-                   learning_rate=learning_rate)  # the same checks as a distillation  # fmt: skip
+    _check_recipe(epochs, batch_size, learning_rate)
 
     def build(steps_per_epoch: int) -> keras.Model:
         model = parallel.sync_batchnorm(models.get_model(model_name, data.num_classes))

@@ -343,6 +343,8 @@ def test_a_batch_size_override_scales_the_learning_rate_once():
         train.resolve_preset(imagenet, epochs=0)
     with pytest.raises(ValueError, match="learning rate must be a positive number"):
         train.resolve_preset(imagenet, learning_rate=float("inf"))
+    with pytest.raises(ValueError, match="batch size must be an integer >= 1"):
+        train.train_teacher("resnet8", data=train.DataSpec(), output="never", batch_size=0)
 
 
 def test_quiet_start_up_still_shows_a_native_crash():
