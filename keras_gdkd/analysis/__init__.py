@@ -1,0 +1,1 @@
+"""Analyses of a teacher's and students' logits: the paper's experiments as tools."""
