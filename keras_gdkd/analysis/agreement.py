@@ -129,7 +129,7 @@ def agreement_stats(
         topk_s = P.topk_masks(s_c, (k,))
         add("s_argmax", L.to_numpy(ops.argmax(s_c, axis=-1)))
         add("t_argmax", L.to_numpy(ops.argmax(t_c, axis=-1)))
-        overlap = ops.sum(ops.cast(ops.logical_and(topk_t[0], topk_s[0]), "float32"), axis=-1)
+        overlap = ops.sum(ops.cast(ops.logical_and(topk_t[0], topk_s[0]), "int32"), axis=-1)
         add("overlap", L.to_numpy(overlap) / k)
         for temp in temperatures:
             for name, v in _temperature_chunk(s_c, t_c, topk_t, temp).items():

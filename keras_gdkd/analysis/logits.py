@@ -273,6 +273,48 @@ def row_chunks(num_rows: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, num_rows))
 
 
+def map_chunks(fn, arrays, batch_size: int, post=None) -> dict[str, np.ndarray]:
+    """Apply a per-row kernel to row chunks of NumPy arrays and join the per-row results.
+
+    Each chunk is zero-padded to a power-of-two number of rows (at least 8, at most
+    `batch_size`) before `fn` sees it, and the padding is cut from the results: the kernels then
+    meet only a few shapes, so a backend that compiles each operation per shape (JAX, also when
+    eager) compiles them a few times rather than once per distinct chunk length.
+
+    Args:
+        fn: takes one tensor per entry of `arrays` (`None` stays `None`) and returns a dict of
+            tensors whose first axis is the row.
+        arrays: NumPy arrays with the same number of rows, or `None`.
+        batch_size: the largest chunk.
+        post: optional `post(results, rows)` applied to each chunk's NumPy results (already
+            cut to the chunk's rows) before they are kept, to reduce `(rows, C)` values to
+            per-row ones.
+
+    Returns:
+        `{name: array}` with the chunks' results concatenated along the rows.
+    """
+    num_rows = len(next(a for a in arrays if a is not None))
+    out: dict[str, list] = {}
+    for rows in row_chunks(num_rows, batch_size):
+        m = rows.stop - rows.start
+        size = min(check_batch_size(batch_size), max(8, 1 << (m - 1).bit_length()))
+        tensors = [
+            None if a is None else keras.ops.convert_to_tensor(_pad(a[rows], size)) for a in arrays
+        ]
+        results = {name: to_numpy(v)[:m] for name, v in fn(*tensors).items()}
+        if post is not None:
+            results = post(results, rows)
+        for name, v in results.items():
+            out.setdefault(name, []).append(v)
+    return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def _pad(a: np.ndarray, size: int) -> np.ndarray:
+    if len(a) == size:
+        return a
+    return np.concatenate([a, np.zeros((size - len(a), *a.shape[1:]), a.dtype)])
+
+
 def to_numpy(x) -> np.ndarray:
     """A backend tensor as a NumPy array."""
     return np.asarray(keras.ops.convert_to_numpy(x))

@@ -86,23 +86,11 @@ def autok(
     temperature = P.validate_temperature(temperature)
     ratio_threshold = _check_ratio("ratio_threshold", ratio_threshold, 0.0)
     cap = _check_cap(k_cap, t.shape[1])
-    out = [
-        L.to_numpy(
-            _autok_from_probs(
-                ops.softmax(ops.convert_to_tensor(t[rows]) / temperature), ratio_threshold, cap
-            )
-        )
-        for rows in L.row_chunks(len(t), batch_size)
-    ]
-    return np.concatenate(out).astype("int32")
 
+    def kernel(t_c):
+        return {"k": _autok_from_probs(ops.softmax(t_c / temperature), ratio_threshold, cap)}
 
-def _class_sums(probs_chunks, labels: np.ndarray, num_classes: int) -> tuple:
-    """Per-class sums (float64) and counts of probability rows given in label order chunks."""
-    sums = np.zeros((num_classes, num_classes), dtype="float64")
-    for rows, probs in probs_chunks:
-        np.add.at(sums, labels[rows], np.asarray(probs, dtype="float64"))
-    return sums, np.bincount(labels, minlength=num_classes)
+    return L.map_chunks(kernel, [t], batch_size)["k"].astype("int32")
 
 
 def _per_class_k_from_sums(sums, counts, ratio_threshold: float, cap: int) -> np.ndarray:
@@ -148,11 +136,10 @@ def per_class_k(
     temperature = P.validate_temperature(temperature)
     ratio_threshold = _check_ratio("ratio_threshold", ratio_threshold, 0.0)
     cap = _check_cap(k_cap, num_classes)
-    chunks = (
-        (rows, L.to_numpy(ops.softmax(ops.convert_to_tensor(t[rows]) / temperature)))
-        for rows in L.row_chunks(len(t), batch_size)
-    )
-    sums, counts = _class_sums(chunks, y, num_classes)
+    probs = L.map_chunks(lambda t_c: {"q": ops.softmax(t_c / temperature)}, [t], batch_size)["q"]
+    sums = np.zeros((num_classes, num_classes), dtype="float64")
+    np.add.at(sums, y, probs.astype("float64"))
+    counts = np.bincount(y, minlength=num_classes)
     return _per_class_k_from_sums(sums, counts, ratio_threshold, cap)
 
 
@@ -186,39 +173,43 @@ def n_within(
     t = L.as_logits(teacher_logits, "teacher_logits")
     temperature = P.validate_temperature(temperature)
     ratio = _check_ratio("ratio", ratio, 1.0)
-    out = [
-        L.to_numpy(_n_within(ops.convert_to_tensor(t[rows]) / temperature, ratio))
-        for rows in L.row_chunks(len(t), batch_size)
-    ]
-    return np.concatenate(out).astype("int32")
+    kernel = lambda t_c: {"n": _n_within(t_c / temperature, ratio)}  # noqa: E731
+    return L.map_chunks(kernel, [t], batch_size)["n"].astype("int32")
 
 
-def _temperature_chunk(t_raw, temperature, k, ratio_threshold, cap, quantile_ks):
-    """Per-row statistics of one chunk at one temperature, as NumPy arrays."""
-    t_raw = ops.convert_to_tensor(t_raw)
-    z = t_raw / temperature
-    log_q = ops.log_softmax(z, axis=-1)
-    q = ops.exp(log_q)
-    mass = ops.cumsum(ops.flip(ops.sort(q, axis=-1), axis=-1), axis=-1)
-    log_mass, _ = P.log_partition(z, P.topk_masks(t_raw, (k,)))
-    return {
-        "probs": L.to_numpy(q),
-        "topk_mass": L.to_numpy(mass),
-        "topk_mass_at": L.to_numpy(ops.take(mass, [kq - 1 for kq in quantile_ks], axis=-1)),
-        "log10_other_mass": L.to_numpy(log_mass[:, 1] / _LN10),
-        # exp(log q) * log q is exactly 0 where q underflows: no 0 * inf.
-        "entropy": L.to_numpy(-ops.sum(q * log_q, axis=-1)),
-        "autok": L.to_numpy(_autok_from_probs(q, ratio_threshold, cap)),
-        "n_within": L.to_numpy(_n_within(z, ratio_threshold)),
-    }
+def _temperature_kernel(temperature, k, ratio_threshold, cap, quantile_ks):
+    """Per-row statistics at one temperature, of a chunk of raw teacher logits."""
+
+    def kernel(t_raw):
+        z = t_raw / temperature
+        log_q = ops.log_softmax(z, axis=-1)
+        q = ops.exp(log_q)
+        mass = ops.cumsum(ops.flip(ops.sort(q, axis=-1), axis=-1), axis=-1)
+        log_mass, _ = P.log_partition(z, P.topk_masks(t_raw, (k,)))
+        return {
+            "probs": q,
+            "topk_mass": mass,
+            "topk_mass_at": ops.take(mass, [kq - 1 for kq in quantile_ks], axis=-1),
+            "log10_other_mass": log_mass[:, 1] / _LN10,
+            # exp(log q) * log q is exactly 0 where q underflows: no 0 * inf.
+            "entropy": -ops.sum(q * log_q, axis=-1),
+            "autok": _autok_from_probs(q, ratio_threshold, cap),
+            "n_within": _n_within(z, ratio_threshold),
+        }
+
+    return kernel
 
 
-def _label_chunk(t_raw, labels, k):
-    t_raw = ops.convert_to_tensor(t_raw)
-    top = P.topk_masks(t_raw, (k,))[0]
-    gt = P.label_masks(ops.convert_to_tensor(labels), t_raw.shape[-1])[0]
-    in_topk = ops.any(ops.logical_and(top, gt), axis=-1)
-    return L.to_numpy(ops.argmax(t_raw, axis=-1)), L.to_numpy(in_topk)
+def _label_kernel(k):
+    def kernel(t_raw, labels):
+        top = P.topk_masks(t_raw, (k,))[0]
+        gt = P.label_masks(labels, t_raw.shape[-1])[0]
+        return {
+            "argmax": ops.argmax(t_raw, axis=-1),
+            "in_topk": ops.any(ops.logical_and(top, gt), axis=-1),
+        }
+
+    return kernel
 
 
 def teacher_distribution_stats(
@@ -278,7 +269,6 @@ def teacher_distribution_stats(
     for kq in quantile_ks:
         P.validate_k(kq, None)
     quantile_ks = sorted({int(kq) for kq in quantile_ks if kq < num_classes})
-    chunks = list(L.row_chunks(n, batch_size))
 
     result = {
         "num_samples": int(n),
@@ -292,26 +282,26 @@ def teacher_distribution_stats(
         "argmax_ne_label": None,
     }
     if y is not None:
-        parts = [_label_chunk(t[rows], y[rows], k) for rows in chunks]
-        argmax = np.concatenate([a for a, _ in parts])
-        in_topk = np.concatenate([b for _, b in parts])
-        result["teacher_top1"] = L.safe_mean(argmax == y)
-        result["label_in_topk"] = L.safe_mean(in_topk)
-        result["argmax_ne_label"] = L.safe_mean(argmax != y)
+        cols = L.map_chunks(_label_kernel(k), [t, y], batch_size)
+        result["teacher_top1"] = L.safe_mean(cols["argmax"] == y)
+        result["label_in_topk"] = L.safe_mean(cols["in_topk"])
+        result["argmax_ne_label"] = L.safe_mean(cols["argmax"] != y)
 
     per_t, per_sample = {}, {"autok": {}, "n_within": {}, "log10_other_mass": {}, "entropy": {}}
     for temperature in temperatures:
         mass_sum = np.zeros(num_classes, dtype="float64")
         sums = np.zeros((num_classes, num_classes), dtype="float64")
-        rows_out = {name: [] for name in ("topk_mass_at", *per_sample)}
-        for rows in chunks:
-            stats = _temperature_chunk(t[rows], temperature, k, ratio_threshold, cap, quantile_ks)
-            mass_sum += stats["topk_mass"].sum(axis=0, dtype="float64")
+
+        def reduce_rows(res, rows, mass_sum=mass_sum, sums=sums):
+            # The (rows, C) values become dataset sums here, chunk by chunk, in float64.
+            mass_sum += res.pop("topk_mass").sum(axis=0, dtype="float64")
+            probs = res.pop("probs")
             if y is not None:
-                np.add.at(sums, y[rows], stats["probs"].astype("float64"))
-            for name in rows_out:
-                rows_out[name].append(stats[name])
-        cols = {name: np.concatenate(v) for name, v in rows_out.items()}
+                np.add.at(sums, y[rows], probs.astype("float64"))
+            return res
+
+        kernel = _temperature_kernel(temperature, k, ratio_threshold, cap, quantile_ks)
+        cols = L.map_chunks(kernel, [t], batch_size, post=reduce_rows)
         key = L.temperature_key(temperature)
         ks, within = cols["autok"].astype("int32"), cols["n_within"].astype("int32")
         entropy = cols["entropy"]
