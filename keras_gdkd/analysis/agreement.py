@@ -26,36 +26,28 @@ def _kl(s_z, t_z):
     return ops.sum(ops.exp(log_q) * (log_q - ops.log_softmax(s_z, axis=-1)), axis=-1)
 
 
-def _temperature_chunk(s, t, topk, temperature: float) -> dict:
+def _temperature_terms(s, t, topk, temperature: float) -> dict:
     s_z, t_z = s / temperature, t / temperature
     high, (top, other), b_t = P.kl_terms(s_z, t_z, topk)
     kl = _kl(s_z, t_z)
     residual = ops.abs(kl - (high + b_t[:, 0] * top + b_t[:, 1] * other))
-    return {
-        name: L.to_numpy(v)
-        for name, v in (
-            ("kl", kl),
-            ("kl_high", high),
-            ("kl_top", top),
-            ("kl_other", other),
-            ("residual", residual),
-        )
-    }
+    return {"kl": kl, "kl_high": high, "kl_top": top, "kl_other": other, "residual": residual}
 
 
-def _structure_chunk(s_z, t_z, masks) -> dict:
-    """Per-row structure of the teacher's (and the student's fit) within the rest set `U2`."""
+def _structure_terms(s_z, t_z, masks) -> dict:
+    """Per-row structure of the teacher (and the student's fit) within the rest set `U2`.
+
+    `teacher_entropy` is the unnormalised `H(q_hat_U2)` here; the caller divides by
+    `log(rest_size)`.
+    """
     rest = masks[1]
     _, log_within = P.log_partition(t_z, masks)
     _, (_, kl_other), _ = P.kl_terms(s_z, t_z, masks)
-    inside = ops.where(rest, log_within, _NEG)
-    size = ops.sum(ops.cast(rest, "float32"), axis=-1)
-    entropy = -ops.sum(ops.where(rest, ops.exp(log_within) * log_within, 0.0), axis=-1)
     return {
-        "teacher_dominance": L.to_numpy(ops.exp(ops.max(inside, axis=-1))),
-        # log|U2| is 0 for a one-class rest set: the normalised entropy is then 0/0 = NaN.
-        "teacher_entropy": L.to_numpy(entropy) / np.log(L.to_numpy(size).astype("float64")),
-        "student_kl_other": L.to_numpy(kl_other),
+        "teacher_dominance": ops.exp(ops.max(ops.where(rest, log_within, _NEG), axis=-1)),
+        "teacher_entropy": -ops.sum(ops.where(rest, ops.exp(log_within) * log_within, 0.0), -1),
+        "rest_size": ops.sum(ops.cast(rest, "int32"), axis=-1),
+        "student_kl_other": kl_other,
     }
 
 
@@ -118,37 +110,39 @@ def agreement_stats(
     temperatures = [P.validate_temperature(v) for v in temperatures]
     t2 = temperature**2
 
-    cols: dict[str, list] = {}
-
-    def add(name, value):
-        cols.setdefault(name, []).append(np.asarray(value))
-
-    for rows in L.row_chunks(n, batch_size):
-        s_c, t_c = ops.convert_to_tensor(s[rows]), ops.convert_to_tensor(t[rows])
-        topk_t = P.topk_masks(t_c, (k,))
-        topk_s = P.topk_masks(s_c, (k,))
-        add("s_argmax", L.to_numpy(ops.argmax(s_c, axis=-1)))
-        add("t_argmax", L.to_numpy(ops.argmax(t_c, axis=-1)))
-        overlap = ops.sum(ops.cast(ops.logical_and(topk_t[0], topk_s[0]), "int32"), axis=-1)
-        add("overlap", L.to_numpy(overlap) / k)
+    def kernel(s_c, t_c, y_c):
+        topk_t, topk_s = P.topk_masks(t_c, (k,)), P.topk_masks(s_c, (k,))
+        both = ops.logical_and(topk_t[0], topk_s[0])
+        out = {
+            "s_argmax": ops.argmax(s_c, axis=-1),
+            "t_argmax": ops.argmax(t_c, axis=-1),
+            "overlap": ops.sum(ops.cast(both, "int32"), axis=-1),
+        }
         for temp in temperatures:
-            for name, v in _temperature_chunk(s_c, t_c, topk_t, temp).items():
-                add(f"{name}@{temp!r}", v)
-        loss_t = _temperature_chunk(s_c, t_c, topk_t, temperature)
-        for name in ("kl_high", "kl_top", "kl_other"):
-            add(f"loss_{name}", loss_t[name])
+            for name, v in _temperature_terms(s_c, t_c, topk_t, temp).items():
+                out[f"{name}@{temp!r}"] = v
+        for name, v in _temperature_terms(s_c, t_c, topk_t, temperature).items():
+            out[f"loss_{name}"] = v
         s_z, t_z = s_c / temperature, t_c / temperature
         partitions = {"top1": P.topk_masks(t_c, (1,)), "topk": topk_t}
-        if y is not None:
-            gt_masks = P.label_masks(ops.convert_to_tensor(y[rows]), num_classes)
-            partitions["target"] = gt_masks
-            high, (_, nckd), _ = P.kl_terms(s_z, t_z, gt_masks)
-            add("tckd", L.to_numpy(high))
-            add("nckd", L.to_numpy(nckd))
+        if y_c is not None:
+            partitions["target"] = P.label_masks(y_c, num_classes)
+            high, (_, nckd), _ = P.kl_terms(s_z, t_z, partitions["target"])
+            out["tckd"], out["nckd"] = high, nckd
         for part, masks in partitions.items():
-            for name, v in _structure_chunk(s_z, t_z, masks).items():
-                add(f"{part}:{name}", v)
-    col = {name: np.concatenate(parts) for name, parts in cols.items()}
+            for name, v in _structure_terms(s_z, t_z, masks).items():
+                out[f"{part}:{name}"] = v
+        return out
+
+    col = L.map_chunks(kernel, [s, t, y], batch_size)
+    col["overlap"] = col["overlap"] / k
+    for part in PARTITIONS:
+        if f"{part}:rest_size" in col:
+            # log|U2| is 0 for a one-class rest set: the normalised entropy is then NaN.
+            with np.errstate(invalid="ignore", divide="ignore"):
+                col[f"{part}:teacher_entropy"] = col[f"{part}:teacher_entropy"].astype(
+                    "float64"
+                ) / np.log(col.pop(f"{part}:rest_size").astype("float64"))
 
     agree = col["s_argmax"] == col["t_argmax"]
     terms = {

@@ -56,22 +56,26 @@ def class_mean_matrix(
     if y is None:
         raise ValueError("class_mean_matrix needs labels; got None.")
     temperature = P.validate_temperature(temperature)
+    L.check_batch_size(batch_size)
+    if mode == "probs":
+        kernel = lambda z_c: {"q": ops.softmax(z_c / temperature, axis=-1)}  # noqa: E731
+        z = L.map_chunks(kernel, [z], batch_size)["q"]
     sums = np.zeros((num_classes, num_classes), dtype="float64")
-    for rows in L.row_chunks(len(z), batch_size):
-        values = z[rows]
-        if mode == "probs":
-            values = L.to_numpy(ops.softmax(ops.convert_to_tensor(values) / temperature, axis=-1))
-        np.add.at(sums, y[rows], values.astype("float64"))
+    np.add.at(sums, y, z.astype("float64"))
     counts = np.bincount(y, minlength=num_classes)
+    _warn_empty(counts, stacklevel=3)
+    with np.errstate(invalid="ignore"):
+        return sums / counts[:, None]
+
+
+def _warn_empty(counts: np.ndarray, stacklevel: int) -> None:
     empty = np.flatnonzero(counts == 0)
     if empty.size:
         warnings.warn(
-            f"{empty.size} of {num_classes} classes have no sample (e.g. class "
+            f"{empty.size} of {len(counts)} classes have no sample (e.g. class "
             f"{empty[:5].tolist()}); their class-mean rows are NaN.",
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
-    with np.errstate(invalid="ignore"):
-        return sums / counts[:, None]
 
 
 def class_mean_discrepancy(
@@ -107,10 +111,11 @@ def class_mean_discrepancy(
         raise ValueError("class_mean_discrepancy needs labels; got None.")
     kwargs = {"mode": mode, "temperature": temperature, "batch_size": batch_size}
     with warnings.catch_warnings():
-        # One warning about empty classes is enough, not one per model.
+        # One warning about empty classes, from here, rather than one per model.
         warnings.simplefilter("ignore")
         m_t = class_mean_matrix(t, y, num_classes, **kwargs)
-    m_s = class_mean_matrix(s, y, num_classes, **kwargs)
+        m_s = class_mean_matrix(s, y, num_classes, **kwargs)
+    _warn_empty(np.bincount(y, minlength=num_classes), stacklevel=3)
     diff = np.abs(m_s - m_t)
     present = ~np.isnan(diff).any(axis=1)
     off = ~np.eye(num_classes, dtype=bool) & present[:, None]

@@ -35,7 +35,7 @@ def _masks(partition: str, t, y, k: int, num_classes: int) -> list:
         return P.topk_masks(t, (k,))
     if partition == "top1":
         return P.topk_masks(t, (1,))
-    return P.label_masks(ops.convert_to_tensor(y), num_classes)
+    return P.label_masks(y, num_classes)
 
 
 def _check(partition, student_logits, teacher_logits, labels, k, temperature) -> tuple:
@@ -48,8 +48,16 @@ def _check(partition, student_logits, teacher_logits, labels, k, temperature) ->
     return s, t, y, k, P.validate_temperature(temperature)
 
 
-def _gradient_chunk(s, t, masks, temperature: float) -> dict:
-    """The four gradients (batch, C) and the log-masses (batch, 2) of one chunk, as NumPy."""
+def _gradient_kernel(partition: str, k: int, temperature: float):
+    """A chunk kernel: the four gradients (rows, C), the log-masses (rows, 2), the top mask."""
+
+    def kernel(s, t, y):
+        return _gradients(s, t, _masks(partition, t, y, k, t.shape[-1]), temperature)
+
+    return kernel
+
+
+def _gradients(s, t, masks, temperature: float) -> dict:
     s_z, t_z = s / temperature, t / temperature
     log_bs, log_ws = P.log_partition(s_z, masks)
     log_bt, log_wt = P.log_partition(t_z, masks)
@@ -66,7 +74,7 @@ def _gradient_chunk(s, t, masks, temperature: float) -> dict:
         "log_teacher_mass": log_bt,
         "top_mask": masks[0],
     }
-    return {name: L.to_numpy(v) for name, v in out.items()}
+    return out
 
 
 def logit_gradients(
@@ -104,12 +112,7 @@ def logit_gradients(
     s, t, y, k, temperature = _check(
         partition, student_logits, teacher_logits, labels, k, temperature
     )
-    parts = []
-    for rows in L.row_chunks(len(t), batch_size):
-        t_c = ops.convert_to_tensor(t[rows])
-        masks = _masks(partition, t_c, None if y is None else y[rows], k, t.shape[1])
-        parts.append(_gradient_chunk(ops.convert_to_tensor(s[rows]), t_c, masks, temperature))
-    col = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    col = L.map_chunks(_gradient_kernel(partition, k, temperature), [s, t, y], batch_size)
     top = col["top_mask"].astype(bool)
     out = {name: col[name].astype("float32") for name in GRADIENT_NAMES}
     out["masks"] = [top, ~top]
@@ -140,7 +143,9 @@ def _share_stats(g, other, leaf) -> dict:
             "share_other": other_sq / total,
             "leaf_other_share": (leaf * leaf).sum(axis=1) / total,
             "net_other": np.where(other, g, 0.0).sum(axis=1),
-            "_pooled": (other_sq.sum(), (leaf * leaf).sum(), total.sum()),
+            "_other_sq": other_sq,
+            "_leaf_sq": (leaf * leaf).sum(axis=1),
+            "_total_sq": total,
         }
 
 
@@ -206,11 +211,8 @@ def gradient_shares(
     for name, value in (("w1", w1), ("w2", w2)):
         _leaf_weight(name, value, np.zeros(0))  # validate before any work
 
-    acc: dict[str, list] = {}
-    for rows in L.row_chunks(len(t), batch_size):
-        t_c = ops.convert_to_tensor(t[rows])
-        masks = _masks(partition, t_c, None if y is None else y[rows], k, t.shape[1])
-        g = _gradient_chunk(ops.convert_to_tensor(s[rows]), t_c, masks, temperature)
+    def reduce_rows(g, rows):
+        # Squares and sums in float64: the squares of tiny gradients would underflow in float32.
         g = {name: v.astype("float64") for name, v in g.items()}
         other = ~g["top_mask"].astype(bool)
         log_bt = g["log_teacher_mass"]
@@ -218,14 +220,18 @@ def gradient_shares(
         c2, amp_other = _leaf_weight("w2", w2, log_bt[:, 1])
         b_o = np.exp(log_bt[:, 1:])
         gdkd = w0 * g["high"] + c1 * g["low_top"] + c2 * g["low_other"]
+        out = {"log10_amplification_other": amp_other, "log10_amplification_top": amp_top}
         for method, grad, leaf in (
             ("kd", g["kd"], b_o * g["low_other"]),
             ("gdkd", gdkd, c2 * g["low_other"]),
         ):
             for name, v in _share_stats(grad, other, leaf).items():
-                acc.setdefault(f"{method}/{name}", []).append(v)
-        acc.setdefault("log10_amplification_other", []).append(amp_other)
-        acc.setdefault("log10_amplification_top", []).append(amp_top)
+                out[f"{method}/{name}"] = v
+        return out
+
+    acc = L.map_chunks(
+        _gradient_kernel(partition, k, temperature), [s, t, y], batch_size, post=reduce_rows
+    )
 
     result = {
         "num_samples": int(len(t)),
@@ -241,12 +247,13 @@ def gradient_shares(
     per_sample: dict = {}
     for method in ("kd", "gdkd"):
         arrays = {
-            name: np.concatenate(acc[f"{method}/{name}"])
+            name: acc[f"{method}/{name}"]
             for name in ("share_other", "leaf_other_share", "net_other")
         }
-        pooled = np.sum(acc[f"{method}/_pooled"], axis=0)
+        total = acc[f"{method}/_total_sq"].sum()
         with np.errstate(invalid="ignore", divide="ignore"):
-            pooled_other, pooled_leaf = pooled[0] / pooled[2], pooled[1] / pooled[2]
+            pooled_other = acc[f"{method}/_other_sq"].sum() / total
+            pooled_leaf = acc[f"{method}/_leaf_sq"].sum() / total
         result[method] = {
             "share_other": {**L.summarize(arrays["share_other"]), "pooled": float(pooled_other)},
             "leaf_other_share": {
@@ -256,8 +263,8 @@ def gradient_shares(
             "net_other": L.summarize(arrays["net_other"]),
         }
         per_sample[method] = arrays
-    log10_other = np.concatenate(acc["log10_amplification_other"])
-    log10_top = np.concatenate(acc["log10_amplification_top"])
+    log10_other = acc["log10_amplification_other"]
+    log10_top = acc["log10_amplification_top"]
     with np.errstate(over="ignore"):  # b_o below 1e-308: an infinite amplification
         per_sample["amplification_other"] = 10.0**log10_other
         per_sample["amplification_top"] = 10.0**log10_top
