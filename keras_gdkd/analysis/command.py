@@ -359,11 +359,6 @@ def _dataset(args: argparse.Namespace, dataset: str):
     try:
         if args.split == "test":
             return spec.validation(args.batch_size, spec.class_names())
-        if dataset != "cifar100":
-            raise RunError(
-                "--split train is available for CIFAR-100 only",
-                hint="analyse ImageNet on its validation set (--split test)",
-            )
         source, tfds_dir = spec.source()
         return data.cifar100_test(
             source, batch_size=args.batch_size, split="train", data_dir=tfds_dir
@@ -387,6 +382,12 @@ def main(args: argparse.Namespace) -> int:
     teacher, students = _specs(args, logits_dir)
     for spec in (teacher, *students):
         _check_spec(spec, logits_dir)
+    dataset = _dataset_name(args)
+    if args.split == "train" and dataset != "cifar100":
+        raise RunError(
+            "--split train is available for CIFAR-100 only",
+            hint="analyse ImageNet on its validation set (--split test)",
+        )
 
     import keras
     import numpy as np
@@ -395,8 +396,8 @@ def main(args: argparse.Namespace) -> int:
     from keras_gdkd.analysis import report
 
     loss = _loss_from_args(args)
-    dataset = _dataset_name(args)
     store = logits_dir if logits_dir is not None else output / "logits"
+    split = "validation" if dataset == "imagenet" and args.split == "test" else args.split
     specs = [teacher, *students]
     found: dict[str, Any] = {}
     labels = None
@@ -413,20 +414,21 @@ def main(args: argparse.Namespace) -> int:
             labels = _same_labels(labels, file_labels, path)
     missing = [spec for spec in specs if spec.label not in found]
     if missing:
+        batches = _dataset(args, dataset)  # a missing data folder fails before any model loads
         num_classes = _num_classes(found, dataset)
         models = {
             spec.label: _build_model(spec, num_classes, dataset, args.seed) for spec in missing
         }
         print(
-            f"analyze: running {', '.join(models)} on {dataset} {args.split}"
+            f"analyze: running {', '.join(models)} on {dataset} {split}"
             + (f" (first {args.max_examples} images)" if args.max_examples else ""),
             file=sys.stderr,
             flush=True,
         )
         computed, new_labels = logits_io.collect_logits(
-            models, _dataset(args, dataset), max_examples=args.max_examples
+            models, batches, max_examples=args.max_examples
         )
-        labels = _same_labels(labels, new_labels, f"{dataset} {args.split}")
+        labels = _same_labels(labels, new_labels, f"{dataset} {split}")
         store.mkdir(parents=True, exist_ok=True)
         for label, values in computed.items():
             logits_io.save_logits(store / f"{label}.npz", values, new_labels)
@@ -440,7 +442,7 @@ def main(args: argparse.Namespace) -> int:
         )
     meta = {
         "dataset": dataset,
-        "split": args.split,
+        "split": split,
         "data_dir": args.data_dir,
         "max_examples": args.max_examples,
         "teacher": teacher.describe(),
