@@ -1,8 +1,8 @@
 """keras-gdkd: Generalized Decoupled Knowledge Distillation for Keras 3.
 
-Losses (`kd`, `dkd`, `gdkd`, `gdkd3`, `gdkd_v1..3` and the objects `KD`, `DKD`, `GDKD`, `GDKD3`,
-`GDKDV1..3`), the `Distiller`, and the sub-packages `models`, `data` (needs TensorFlow),
-`presets`, `optimizers`, `parallel`, `runs` and `train`.
+Losses (`kd`, `dkd`, `gdkd`, `gdkd3`, `gdkd_v1..3`, `dist` and the objects `KD`, `DKD`, `GDKD`,
+`GDKD3`, `GDKDV1..3`, `DIST`), the `Distiller`, and the sub-packages `models`, `data` (needs
+TensorFlow), `presets`, `optimizers`, `parallel`, `runs`, `train` and `analysis`.
 
 Importing the package is cheap: names load on first use, so `keras-gdkd --help` answers before
 Keras and its backend start. When Keras is already imported, the losses and the `Distiller`
@@ -17,10 +17,20 @@ import sys
 __version__ = "0.1.0"
 
 _LOSS_NAMES = (
-    "DKD", "GDKD", "GDKD3", "GDKDV1", "GDKDV2", "GDKDV3", "KD",
-    "dkd", "gdkd", "gdkd3", "gdkd_v1", "gdkd_v2", "gdkd_v3", "kd",
+    "DIST", "DKD", "GDKD", "GDKD3", "GDKDV1", "GDKDV2", "GDKDV3", "KD",
+    "dist", "dkd", "gdkd", "gdkd3", "gdkd_v1", "gdkd_v2", "gdkd_v3", "kd",
 )  # fmt: skip
-_SUBPACKAGES = ("losses", "models", "data", "presets", "optimizers", "parallel", "runs", "train")
+_SUBPACKAGES = (
+    "losses",
+    "models",
+    "data",
+    "presets",
+    "optimizers",
+    "parallel",
+    "runs",
+    "train",
+    "analysis",
+)
 
 __all__ = ["Distiller", *_LOSS_NAMES, *_SUBPACKAGES, "__version__"]
 

@@ -16,6 +16,7 @@ import keras
 
 __all__ = [
     "PATCHED_TF_SOURCES",
+    "keras_mask",
     "patch_tf_multi_worker_fit",
     "scale_loss_for_distribution",
     "tf_multi_worker_sources",
@@ -35,6 +36,19 @@ def scale_loss_for_distribution(value: Any) -> Any:
     from keras.src.losses.loss import scale_loss_for_distribution as keras_scale
 
     return keras_scale(value)
+
+
+def keras_mask(tensor: Any) -> Any:
+    """The padding mask Keras attached to ``tensor`` (e.g. after ``Embedding(mask_zero=True)``).
+
+    Returns ``None`` when there is none. Keras keeps the accessor private
+    (``keras.src.backend.common.masking``); it stores the mask in a side table on JAX, whose
+    arrays take no attributes, so ``getattr(tensor, "_keras_mask")`` alone would miss it there.
+    ``tests/test_compat.py`` fails if the accessor moves or stops finding the mask.
+    """
+    from keras.src.backend.common.masking import get_keras_mask
+
+    return get_keras_mask(tensor)
 
 
 # sha256 of the source of the two Keras functions the multi-worker shim wraps, as in the Keras

@@ -21,9 +21,9 @@ import warnings
 import keras
 from keras import ops
 
-from keras_gdkd.compat import scale_loss_for_distribution
+from keras_gdkd.compat import keras_mask, scale_loss_for_distribution
 from keras_gdkd.losses import objects as loss_objects
-from keras_gdkd.losses import partition as P
+from keras_gdkd.losses import validation as V
 
 _TRAIN_ONLY = ("ce_loss", "distill_loss")
 # Order of the entries of Distiller._data_checks.
@@ -43,7 +43,13 @@ class Distiller(keras.Model):
     `loss` is the student's cross-entropy (plus its regularization losses), and `predict`
     returns the student's logits.
 
-    Labels are integer class indices in `[0, num_classes)`, shape `(batch,)` or `(batch, 1)`.
+    Labels are integer class indices in `[0, num_classes)`, shape `(batch,)` or `(batch, 1)`
+    for classifiers. Dense and sequence models work the same way: logits `(batch, H, W, C)`
+    with labels `(batch, H, W)` (segmentation), or `(batch, L, C)` with `(batch, L)` (token
+    prediction). Positions whose label is `ignore_index`, positions that Keras's masking marks
+    as padding (`Embedding(mask_zero=True)` and the like), and, for dense labels, positions
+    with a `sample_weight` of 0 are dropped from both the cross-entropy and the distillation
+    loss, which average over the positions left.
     Float or one-hot labels raise `ValueError` when the step is traced. A label outside the
     range cannot raise inside a compiled step, so on every backend the sample gets zero weight
     (the step stays finite) and `fit` raises `ValueError` at the start of its second step, or
@@ -72,6 +78,8 @@ class Distiller(keras.Model):
             (a list or tuple: an index; a dict: a key). `None` for a model returning one
             tensor (or a one-element list or dict).
         teacher_output: the same for the teacher.
+        ignore_index: a label value marking positions to skip (255 in segmentation data), or
+            `None`.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -103,6 +111,7 @@ class Distiller(keras.Model):
         warmup_epochs: int = 0,
         student_output: int | str | None = None,
         teacher_output: int | str | None = None,
+        ignore_index: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -119,8 +128,13 @@ class Distiller(keras.Model):
             "student": _static_output(student, self.student_output, "student"),
         }
         _check_widths(static["teacher"], static["student"])
-        self.ce_weight = P.validate_weight("ce_weight", ce_weight)
-        self.distill_weight = P.validate_weight("distill_weight", distill_weight)
+        self.ce_weight = V.validate_weight("ce_weight", ce_weight)
+        self.distill_weight = V.validate_weight("distill_weight", distill_weight)
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)
+        ):
+            raise ValueError(f"ignore_index must be an integer or None; got {ignore_index!r}.")
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
         if (
             isinstance(warmup_epochs, bool)
             or not isinstance(warmup_epochs, numbers.Integral)
@@ -214,9 +228,10 @@ class Distiller(keras.Model):
 
         Args:
             x: the input batch (the teacher's input).
-            y: integer class labels, shape `(batch,)` or `(batch, 1)`.
+            y: integer class labels, shape `(batch,)` or `(batch, 1)`, or the logits' leading
+                shape for dense and sequence models.
             y_pred: the student's logits for `x` (computed when `None`).
-            sample_weight: optional per-sample weights, shape `(batch,)`.
+            sample_weight: optional weights, shape `(batch,)` or the labels' shape.
             training: whether this is a training step (runs the teacher and the distillation
                 loss) or an evaluation step (cross-entropy only).
 
@@ -227,25 +242,45 @@ class Distiller(keras.Model):
             raise ValueError("The Distiller needs labels: give the dataset (images, labels) pairs.")
         if y_pred is None:
             y_pred = self(x, training=training)
+        padding = keras_mask(y_pred)
         logits = ops.cast(y_pred, "float32")
         num_classes = logits.shape[-1]
         if self._num_classes != num_classes:  # for the error message; known once traced
             self._num_classes = num_classes
-        labels = P.check_labels(y, logits.shape[0], num_classes, check_values=False)
+        leading = tuple(logits.shape[:-1])
+        labels = V.check_labels(y, leading, num_classes, False, self.ignore_index)
+        weights = None if sample_weight is None else _weights_like(sample_weight, labels)
+        # `kept`: the positions that count (None: all). The means divide by their number, so
+        # the classifier case with no ignore_index keeps Keras's "sum over batch size".
+        kept = None if padding is None else ops.cast(padding, "bool")
+        if self.ignore_index is not None:
+            kept = _and(kept, labels != self.ignore_index)
+        if weights is not None and len(leading) > 1:
+            kept = _and(kept, weights > 0)
         valid = ops.logical_and(labels >= 0, labels < num_classes)
-        # Out-of-range labels are replaced by class 0 and the sample gets zero weight, so that
-        # every backend computes the same finite step; the count is reported by the callback.
+        # Out-of-range labels are replaced by class 0 and the position gets zero weight, so
+        # that every backend computes the same finite step; the callback reports the count.
         labels = ops.where(valid, labels, 0)
-        weights = ops.cast(valid, "float32")
-        if sample_weight is not None:
-            weights = weights * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-        bad_labels = ops.sum(1.0 - ops.cast(valid, "float32"))
+        counted = valid if kept is None else ops.logical_and(valid, kept)
+        bad = (
+            ops.logical_not(valid)
+            if kept is None
+            else ops.logical_and(ops.logical_not(valid), kept)
+        )
+        bad_labels = ops.sum(ops.cast(bad, "float32"))
+        weights = ops.cast(counted, "float32") * (1.0 if weights is None else weights)
+        positions = (
+            ops.cast(ops.size(labels), "float32")
+            if kept is None
+            else ops.sum(ops.cast(kept, "float32"))
+        )
         student_probs = _looks_like_probabilities(logits)
 
         regularization = _sum_or_zero(self.losses)
         ce = _weighted_mean(
             keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True),
             weights,
+            positions,
         )
         self._training_logs = bool(training)
         self._trackers["ce_loss"].update_state(ce)
@@ -259,12 +294,12 @@ class Distiller(keras.Model):
             ops.stack([bad_labels, _looks_like_probabilities(teacher_logits), student_probs])
         )
         per_sample, terms = self.distillation_loss.terms(
-            logits, teacher_logits, labels, check_label_values=False
+            logits, teacher_logits, labels, mask=kept, check_label_values=False
         )
-        distill = _weighted_mean(per_sample, weights)
+        distill = _weighted_mean(per_sample, weights, positions)
         self._trackers["distill_loss"].update_state(distill)
         for name, value in terms.items():
-            self._trackers[name].update_state(_weighted_mean(value, weights))
+            self._trackers[name].update_state(_weighted_mean(value, weights, positions))
 
         total = self.ce_weight * ce + self.warmup_factor() * self.distill_weight * distill
         return scale_loss_for_distribution(total + regularization)
@@ -317,6 +352,7 @@ class Distiller(keras.Model):
             "warmup_epochs": self.warmup_epochs,
             "student_output": self.student_output,
             "teacher_output": self.teacher_output,
+            "ignore_index": self.ignore_index,
         }
 
     @classmethod
@@ -483,9 +519,33 @@ def _sum_or_zero(losses):
     return total
 
 
-def _weighted_mean(values, weights):
-    """Keras's "sum over batch size" reduction: `sum(w * v) / batch`."""
-    return ops.mean(values * weights)
+def _weighted_mean(values, weights, positions):
+    """`sum(w * v) / positions`: Keras's "sum over batch size" over the positions that count.
+
+    A batch with no position left gives 0, not NaN.
+    """
+    return ops.sum(values * weights) / ops.maximum(positions, 1.0)
+
+
+def _and(mask, other):
+    return other if mask is None else ops.logical_and(mask, other)
+
+
+def _weights_like(sample_weight, labels):
+    """Sample weights as float32 broadcastable to the labels: `(batch,)` or the labels' shape."""
+    weights = ops.cast(sample_weight, "float32")
+    rank, label_rank = len(weights.shape), len(labels.shape)
+    if rank == label_rank + 1 and weights.shape[-1] == 1:
+        weights = ops.squeeze(weights, axis=-1)
+        rank -= 1
+    if rank > label_rank:
+        raise ValueError(
+            f"sample_weight must have shape (batch,) or the labels' shape {tuple(labels.shape)}; "
+            f"got {tuple(sample_weight.shape)}."
+        )
+    for _ in range(label_rank - rank):
+        weights = ops.expand_dims(weights, -1)
+    return weights
 
 
 def _check_widths(teacher_logits, student_logits) -> None:

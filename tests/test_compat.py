@@ -17,3 +17,14 @@ def test_scale_loss_for_distribution_is_the_keras_helper():
     from keras.src.losses import loss as keras_loss
 
     assert callable(keras_loss.scale_loss_for_distribution)
+
+
+def test_keras_mask_finds_an_embedding_padding_mask():
+    inputs = keras.Input((5,), dtype="int32")
+    hidden = keras.layers.Embedding(10, 4, mask_zero=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    outputs = model(np.array([[1, 2, 0, 0, 0]]))
+    mask = compat.keras_mask(outputs)
+    assert mask is not None
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mask), [[1, 1, 0, 0, 0]])
+    assert compat.keras_mask(keras.ops.ones((2, 3))) is None

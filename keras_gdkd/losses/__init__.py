@@ -1,22 +1,28 @@
-"""Logit-distillation losses: pure functions and serializable loss objects."""
+"""Logit-distillation losses: one function and one serializable object per loss."""
 
-from keras_gdkd.losses.functional import (
-    dkd,
+from keras_gdkd.losses.deprecated import (
     dkd_terms,
-    gdkd,
-    gdkd3,
     gdkd3_terms,
     gdkd_dynamic_terms,
     gdkd_terms,
-    gdkd_v1,
-    gdkd_v2,
-    gdkd_v3,
-    kd,
     kd_terms,
 )
-from keras_gdkd.losses.objects import DKD, GDKD, GDKD3, GDKDV1, GDKDV2, GDKDV3, KD, LogitLoss, get
+from keras_gdkd.losses.functional import dist, dkd, gdkd, gdkd3, gdkd_v1, gdkd_v2, gdkd_v3, kd
+from keras_gdkd.losses.objects import (
+    DIST,
+    DKD,
+    GDKD,
+    GDKD3,
+    GDKDV1,
+    GDKDV2,
+    GDKDV3,
+    KD,
+    LogitLoss,
+    get,
+)
 
 __all__ = [
+    "DIST",
     "DKD",
     "GDKD",
     "GDKD3",
@@ -25,6 +31,7 @@ __all__ = [
     "GDKDV3",
     "KD",
     "LogitLoss",
+    "dist",
     "dkd",
     "dkd_terms",
     "gdkd",

@@ -1,86 +1,128 @@
-"""Serializable loss objects: hyper-parameters plus the functions of `functional.py`.
+"""Serializable loss objects: a loss function of `functional.py` plus its keyword arguments.
 
-Every object is called as `loss(student_logits, teacher_logits, labels=None)` and returns the
-batch-mean scalar; `loss.terms(...)` gives the per-sample loss and its named parts, which the
-`keras_gdkd.Distiller` logs. The label-free losses (KD, GDKD, GDKD3 and the variants) are also
-`keras.distillation.DistillationLoss` objects, so they plug into Keras's own
-`keras.distillation.Distiller`; DKD needs the labels, which that Distiller does not pass to its
-losses, so DKD works with `keras_gdkd.Distiller` only.
+`loss(student_logits, teacher_logits, labels=None)` returns the batch mean and
+`loss.terms(...)` the per-position loss and its named parts, which the `keras_gdkd.Distiller`
+logs. The label-free losses are also `keras.distillation.DistillationLoss` objects, so they plug
+into Keras's own `keras.distillation.Distiller`; DKD needs the labels, which that Distiller does
+not pass to its losses, so DKD works with `keras_gdkd.Distiller` only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, ClassVar
+
 import keras
-from keras import ops
 
 from keras_gdkd.losses import functional as F
-from keras_gdkd.losses import partition as P
+from keras_gdkd.losses import validation as V
 
 _register = keras.saving.register_keras_serializable(package="keras_gdkd")
 
 
-def _weights(**weights: float) -> list:
-    return [P.validate_weight(name, value) for name, value in weights.items()]
-
-
 class LogitLoss:
-    """Base class of the loss objects: a logit-distillation loss with fixed hyper-parameters.
+    """Base class: a logit-distillation loss function with fixed hyper-parameters.
 
-    Subclasses set `term_names` (the names of the parts `terms` returns) and `needs_labels`,
-    and implement `terms`; the constructor arguments are the config.
-
-    Args:
-        temperature: the softmax temperature `T`, a finite number > 0.
-        standardize: z-score each sample's logits (both models) before dividing by `T`.
+    A subclass names its function (`name`, a key of `validation.HYPERPARAMETERS`) and passes
+    its constructor arguments to `__init__`, which validates them once; they are the config
+    and are readable as attributes (`loss.temperature`, `loss.k`, ...).
     """
 
-    term_names: tuple[str, ...] = ()
-    needs_labels: bool = False
+    name: ClassVar[str]
+    function: ClassVar[Callable]
+    needs_labels: ClassVar[bool] = False
 
-    def __init__(self, temperature: float = 4.0, standardize: bool = False):
-        self.temperature = P.validate_temperature(temperature)
-        self.standardize = bool(standardize)
+    def __init__(self, **hyperparameters: Any):
+        self._config = V.check_hyperparameters(self.name, hyperparameters)
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        """The names of the parts that `terms` returns."""
+        return F.TERM_NAMES[self.name]
+
+    def __getattr__(self, item: str):
+        config = self.__dict__.get("_config", {})
+        if item in config:
+            return config[item]
+        raise AttributeError(f"{type(self).__name__} has no attribute {item!r}")
+
+    def _call(self, student_logits, teacher_logits, labels, mask, check_label_values, **kwargs):
+        if not self.needs_labels:
+            return self.function(
+                student_logits, teacher_logits, **self._config, mask=mask, **kwargs
+            )
+        if labels is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the ground-truth labels: call "
+                "loss(student_logits, teacher_logits, labels)."
+            )
+        return self.function(
+            student_logits, teacher_logits, labels, **self._config, mask=mask,
+            check_label_values=check_label_values, **kwargs,
+        )  # fmt: skip
 
     def terms(
-        self, student_logits, teacher_logits, labels=None, *, check_label_values: bool = True
+        self,
+        student_logits,
+        teacher_logits,
+        labels=None,
+        *,
+        mask=None,
+        check_label_values: bool = True,
     ) -> tuple:
-        """The per-sample loss and its named parts.
+        """The per-position loss and its named parts.
 
         Args:
-            student_logits: student logits, shape `(batch, num_classes)`.
+            student_logits: student logits, shape `(..., num_classes)`.
             teacher_logits: teacher logits, same shape; no gradient flows into them.
-            labels: integer class indices, shape `(batch,)`; used only when `needs_labels`.
-            check_label_values: see `keras_gdkd.losses.dkd_terms`; ignored by the losses that
-                do not use labels.
+            labels: integer class indices of the leading shape; used only when `needs_labels`.
+            mask: optional boolean of the leading shape; False drops a position (value 0).
+            check_label_values: see `keras_gdkd.losses.dkd`; ignored by the losses that do not
+                use labels.
 
         Returns:
-            `(per_sample_loss, {term_name: per_sample_value})`, each of shape `(batch,)`, the
-            names in `term_names`.
+            `(per_position_loss, {term_name: per_position_value})`.
         """
-        raise NotImplementedError
+        return self._call(
+            student_logits, teacher_logits, labels, mask, check_label_values,
+            reduction=None, return_terms=True,
+        )  # fmt: skip
 
-    def __call__(self, student_logits, teacher_logits, labels=None):
-        """The loss averaged over the batch (a float32 scalar); arguments as in `terms`."""
-        loss, _ = self.terms(student_logits, teacher_logits, labels)
-        return ops.mean(loss)
+    def __call__(self, student_logits, teacher_logits, labels=None, *, mask=None):
+        """The loss averaged over the (unmasked) positions, a float32 scalar."""
+        return self._call(student_logits, teacher_logits, labels, mask, True)
 
     def get_config(self) -> dict:
-        """The constructor arguments, for `keras.saving`."""
-        return {"temperature": self.temperature, "standardize": self.standardize}
+        """The hyper-parameters, for `keras.saving` (and `from_config`)."""
+        return dict(self._config)
 
     @classmethod
     def from_config(cls, config: dict):
         """Rebuild the loss from `get_config()`."""
         return cls(**config)
 
+    def replace(self, **changes: Any) -> LogitLoss:
+        """A copy with some hyper-parameters changed, validated like the constructor's.
+
+        Raises:
+            ValueError: for a name that is not a hyper-parameter of this loss, or a bad value.
+        """
+        V.check_hyperparameters(self.name, changes)
+        return type(self)(**{**self._config, **changes})
+
+    def check_num_classes(self, num_classes: int) -> None:
+        """Raise `ValueError` if the hyper-parameters do not fit `num_classes` classes."""
+        V.check_hyperparameters(self.name, self._config, num_classes=num_classes)
+
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config.items())
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other) -> bool:
-        return type(self) is type(other) and self.get_config() == other.get_config()
+        return type(self) is type(other) and self._config == other._config
 
-    __hash__ = None
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(self._config.items()))))
 
 
 class _LabelFree(LogitLoss, keras.distillation.DistillationLoss):
@@ -93,11 +135,7 @@ class _LabelFree(LogitLoss, keras.distillation.DistillationLoss):
 
 @_register
 class KD(_LabelFree):
-    """Hinton's knowledge distillation: `T^2 KL(softmax(t/T) || softmax(s/T))`.
-
-    Args:
-        temperature: the softmax temperature `T`, a finite number > 0.
-        standardize: z-score each sample's logits (both models) before dividing by `T`.
+    """Hinton's knowledge distillation; see `keras_gdkd.losses.kd` for the arguments.
 
     Example:
 
@@ -108,24 +146,18 @@ class KD(_LabelFree):
     ```
     """
 
-    term_names = ("kd_loss",)
+    name, function = "kd", staticmethod(F.kd)
 
-    def terms(self, student_logits, teacher_logits, labels=None, *, check_label_values=True):
-        return F.kd_terms(student_logits, teacher_logits, self.temperature, self.standardize)
+    def __init__(self, temperature: float = 4.0, standardize: bool = False):
+        super().__init__(temperature=temperature, standardize=standardize)
 
 
 @_register
 class DKD(LogitLoss):
-    """Decoupled KD (Zhao et al. 2022): `alpha * TCKD + beta * NCKD` over `{label} / rest`.
+    """Decoupled KD (Zhao et al. 2022); see `keras_gdkd.losses.dkd` for the arguments.
 
     Needs the labels, so it is not a `keras.distillation.DistillationLoss`; use it with
     `keras_gdkd.Distiller`, which passes them.
-
-    Args:
-        alpha: weight of TCKD (the KL of the masses of the label and the rest); >= 0.
-        beta: weight of NCKD (the KL within the non-label classes); >= 0.
-        temperature: the softmax temperature `T`, a finite number > 0.
-        standardize: z-score each sample's logits (both models) before dividing by `T`.
 
     Example:
 
@@ -135,8 +167,7 @@ class DKD(LogitLoss):
     ```
     """
 
-    term_names = ("tckd_loss", "nckd_loss")
-    needs_labels = True
+    name, function, needs_labels = "dkd", staticmethod(F.dkd), True
 
     def __init__(
         self,
@@ -145,46 +176,14 @@ class DKD(LogitLoss):
         temperature: float = 4.0,
         standardize: bool = False,
     ):
-        super().__init__(temperature, standardize)
-        self.alpha = P.validate_weight("alpha", alpha)
-        self.beta = P.validate_weight("beta", beta)
-
-    def terms(self, student_logits, teacher_logits, labels=None, *, check_label_values=True):
-        if labels is None:
-            raise ValueError(
-                "DKD needs the ground-truth labels: call loss(student_logits, teacher_logits, "
-                "labels)."
-            )
-        return F.dkd_terms(
-            student_logits,
-            teacher_logits,
-            labels,
-            self.alpha,
-            self.beta,
-            self.temperature,
-            self.standardize,
-            check_label_values=check_label_values,
-        )
-
-    def get_config(self):
-        return {"alpha": self.alpha, "beta": self.beta, **super().get_config()}
+        super().__init__(alpha=alpha, beta=beta, temperature=temperature, standardize=standardize)
 
 
 @_register
 class GDKD(_LabelFree):
-    """Generalized decoupled KD: `w0 L_high + w1 L_low_top + w2 L_low_other`.
+    """Generalized decoupled KD; see `keras_gdkd.losses.gdkd` for the arguments.
 
-    The partition is {teacher's top-k} / rest; labels are not used.
-
-    Args:
-        k: size of the teacher's top set, `1 <= k < num_classes` (the upper bound is checked
-            at the first call).
-        w0: weight of the KL of the masses of the top-k and the rest; >= 0.
-        w1: weight of the KL within the top-k; >= 0.
-        w2: weight of the KL within the other classes; >= 0.
-        temperature: the softmax temperature `T`, a finite number > 0.
-        strategy: `"best"` (the k largest teacher logits) or `"worst"` (the k smallest).
-        standardize: z-score each sample's logits (both models) before dividing by `T`.
+    `k < num_classes` is checked at the first call (or by `check_num_classes`).
 
     Example:
 
@@ -195,7 +194,7 @@ class GDKD(_LabelFree):
     ```
     """
 
-    term_names = F.GDKD_TERMS
+    name, function = "gdkd", staticmethod(F.gdkd)
 
     def __init__(
         self,
@@ -207,51 +206,17 @@ class GDKD(_LabelFree):
         strategy: str = "best",
         standardize: bool = False,
     ):
-        super().__init__(temperature, standardize)
-        if strategy not in ("best", "worst"):
-            raise ValueError(f"strategy must be 'best' or 'worst'; got {strategy!r}.")
-        self.k = P.validate_k(k, None)
-        self.w0, self.w1, self.w2 = _weights(w0=w0, w1=w1, w2=w2)
-        self.strategy = strategy
-
-    def terms(self, student_logits, teacher_logits, labels=None, *, check_label_values=True):
-        return F.gdkd_terms(
-            student_logits,
-            teacher_logits,
-            self.k,
-            self.w0,
-            self.w1,
-            self.w2,
-            self.temperature,
-            self.strategy,
-            self.standardize,
-        )
-
-    def get_config(self):
-        return {
-            "k": self.k,
-            "w0": self.w0,
-            "w1": self.w1,
-            "w2": self.w2,
-            "strategy": self.strategy,
-            **super().get_config(),
-        }
+        super().__init__(
+            k=k, w0=w0, w1=w1, w2=w2, temperature=temperature, strategy=strategy,
+            standardize=standardize,
+        )  # fmt: skip
 
 
 @_register
 class GDKD3(_LabelFree):
-    """GDKD with three sets: the teacher's top-1, its top-2..k, and the rest.
+    """GDKD over {top-1} / {top-2..k} / rest; see `keras_gdkd.losses.gdkd3` for the arguments."""
 
-    Args:
-        k: the last rank of the middle set, `2 <= k < num_classes`.
-        w0: weight of the three-way KL of the set masses; >= 0.
-        w1: weight of the KL within top-2..k; >= 0.
-        w2: weight of the KL within the rest; >= 0.
-        temperature: the softmax temperature `T`, a finite number > 0.
-        standardize: z-score each sample's logits (both models) before dividing by `T`.
-    """
-
-    term_names = F.GDKD_TERMS
+    name, function = "gdkd3", staticmethod(F.gdkd3)
 
     def __init__(
         self,
@@ -262,83 +227,14 @@ class GDKD3(_LabelFree):
         temperature: float = 4.0,
         standardize: bool = False,
     ):
-        super().__init__(temperature, standardize)
-        self.k = P.validate_k(k, None, minimum=2)
-        self.w0, self.w1, self.w2 = _weights(w0=w0, w1=w1, w2=w2)
-
-    def terms(self, student_logits, teacher_logits, labels=None, *, check_label_values=True):
-        return F.gdkd3_terms(
-            student_logits,
-            teacher_logits,
-            self.k,
-            self.w0,
-            self.w1,
-            self.w2,
-            self.temperature,
-            self.standardize,
-        )
-
-    def get_config(self):
-        return {"k": self.k, "w0": self.w0, "w1": self.w1, "w2": self.w2, **super().get_config()}
-
-
-class _DynamicGDKD(_LabelFree):
-    """GDKD whose leaf weights are scaled per sample by the teacher's set masses."""
-
-    term_names = F.GDKD_TERMS
-    scale_top: bool
-    scale_other: bool
-    _top_name: str
-    _other_name: str
-
-    def __init__(
-        self,
-        k: int,
-        w0: float,
-        top_weight: float,
-        other_weight: float,
-        temperature: float,
-        standardize: bool,
-    ):
-        super().__init__(temperature, standardize)
-        self.k = P.validate_k(k, None)
-        self.w0 = P.validate_weight("w0", w0)
-        self._top, self._other = _weights(
-            **{self._top_name: top_weight, self._other_name: other_weight}
-        )
-
-    def terms(self, student_logits, teacher_logits, labels=None, *, check_label_values=True):
-        return F.gdkd_dynamic_terms(
-            student_logits,
-            teacher_logits,
-            self.k,
-            self.w0,
-            self._top,
-            self._other,
-            self.scale_top,
-            self.scale_other,
-            self.temperature,
-            self.standardize,
-        )
+        super().__init__(k=k, w0=w0, w1=w1, w2=w2, temperature=temperature, standardize=standardize)
 
 
 @_register
-class GDKDV1(_DynamicGDKD):
-    """Dynamic-weight variant V1: `w0 L_high + m1 b_t[top] L_low_top + m2 b_t[other] L_low_other`.
+class GDKDV1(_LabelFree):
+    """Dynamic-weight variant V1 (equals KD at `m1 = m2 = 1`); see `keras_gdkd.losses.gdkd_v1`."""
 
-    `b_t` is the teacher's mass on each set, per sample. `GDKDV1(m1=1, m2=1)` equals `KD`.
-
-    Args:
-        k: size of the teacher's top set, `1 <= k < num_classes`.
-        m1: factor of `b_t[top]` on the KL within the top-k; >= 0.
-        m2: factor of `b_t[other]` on the KL within the rest; >= 0.
-        w0: weight of the top-level term; >= 0.
-        temperature: the softmax temperature `T`, a finite number > 0.
-        standardize: z-score each sample's logits (both models) before dividing by `T`.
-    """
-
-    scale_top, scale_other = True, True
-    _top_name, _other_name = "m1", "m2"
+    name, function = "gdkd_v1", staticmethod(F.gdkd_v1)
 
     def __init__(
         self,
@@ -349,33 +245,14 @@ class GDKDV1(_DynamicGDKD):
         temperature: float = 4.0,
         standardize: bool = False,
     ):
-        super().__init__(k, w0, m1, m2, temperature, standardize)
-
-    def get_config(self):
-        return {
-            "k": self.k,
-            "m1": self._top,
-            "m2": self._other,
-            "w0": self.w0,
-            **super().get_config(),
-        }
+        super().__init__(k=k, m1=m1, m2=m2, w0=w0, temperature=temperature, standardize=standardize)
 
 
 @_register
-class GDKDV2(_DynamicGDKD):
-    """Dynamic-weight variant V2: `w0 L_high + w1 L_low_top + m2 b_t[other] L_low_other`.
+class GDKDV2(_LabelFree):
+    """Dynamic-weight variant V2; see `keras_gdkd.losses.gdkd_v2` for the arguments."""
 
-    Args:
-        k: size of the teacher's top set, `1 <= k < num_classes`.
-        w1: fixed weight of the KL within the top-k; >= 0.
-        m2: factor of `b_t[other]` on the KL within the rest; >= 0.
-        w0: weight of the top-level term; >= 0.
-        temperature: the softmax temperature `T`, a finite number > 0.
-        standardize: z-score each sample's logits (both models) before dividing by `T`.
-    """
-
-    scale_top, scale_other = False, True
-    _top_name, _other_name = "w1", "m2"
+    name, function = "gdkd_v2", staticmethod(F.gdkd_v2)
 
     def __init__(
         self,
@@ -386,33 +263,14 @@ class GDKDV2(_DynamicGDKD):
         temperature: float = 4.0,
         standardize: bool = False,
     ):
-        super().__init__(k, w0, w1, m2, temperature, standardize)
-
-    def get_config(self):
-        return {
-            "k": self.k,
-            "w1": self._top,
-            "m2": self._other,
-            "w0": self.w0,
-            **super().get_config(),
-        }
+        super().__init__(k=k, w1=w1, m2=m2, w0=w0, temperature=temperature, standardize=standardize)
 
 
 @_register
-class GDKDV3(_DynamicGDKD):
-    """Dynamic-weight variant V3: `w0 L_high + m1 b_t[top] L_low_top + w2 L_low_other`.
+class GDKDV3(_LabelFree):
+    """Dynamic-weight variant V3; see `keras_gdkd.losses.gdkd_v3` for the arguments."""
 
-    Args:
-        k: size of the teacher's top set, `1 <= k < num_classes`.
-        m1: factor of `b_t[top]` on the KL within the top-k; >= 0.
-        w2: fixed weight of the KL within the rest; >= 0.
-        w0: weight of the top-level term; >= 0.
-        temperature: the softmax temperature `T`, a finite number > 0.
-        standardize: z-score each sample's logits (both models) before dividing by `T`.
-    """
-
-    scale_top, scale_other = True, False
-    _top_name, _other_name = "m1", "w2"
+    name, function = "gdkd_v3", staticmethod(F.gdkd_v3)
 
     def __init__(
         self,
@@ -423,26 +281,31 @@ class GDKDV3(_DynamicGDKD):
         temperature: float = 4.0,
         standardize: bool = False,
     ):
-        super().__init__(k, w0, m1, w2, temperature, standardize)
-
-    def get_config(self):
-        return {
-            "k": self.k,
-            "m1": self._top,
-            "w2": self._other,
-            "w0": self.w0,
-            **super().get_config(),
-        }
+        super().__init__(k=k, m1=m1, w2=w2, w0=w0, temperature=temperature, standardize=standardize)
 
 
-_BY_NAME = {
-    "kd": KD,
-    "dkd": DKD,
-    "gdkd": GDKD,
-    "gdkd3": GDKD3,
-    "gdkd_v1": GDKDV1,
-    "gdkd_v2": GDKDV2,
-    "gdkd_v3": GDKDV3,
+@_register
+class DIST(_LabelFree):
+    """DIST (Huang et al. 2022), inter- and intra-class Pearson relations of the probabilities.
+
+    See `keras_gdkd.losses.dist` for the arguments.
+
+    Example:
+
+    ```python
+    loss = keras_gdkd.DIST(beta=2.0, gamma=2.0, temperature=4.0)
+    distiller = keras_gdkd.Distiller(teacher, student, loss=loss)  # logs inter_loss, intra_loss
+    ```
+    """
+
+    name, function = "dist", staticmethod(F.dist)
+
+    def __init__(self, beta: float = 2.0, gamma: float = 2.0, temperature: float = 4.0):
+        super().__init__(beta=beta, gamma=gamma, temperature=temperature)
+
+
+_BY_NAME: dict[str, type[LogitLoss]] = {
+    cls.name: cls for cls in (KD, DKD, GDKD, GDKD3, GDKDV1, GDKDV2, GDKDV3, DIST)
 }
 
 
@@ -451,15 +314,15 @@ def get(identifier, **kwargs) -> LogitLoss:
 
     Args:
         identifier: a `LogitLoss` (returned as is), a name (`"kd"`, `"dkd"`, `"gdkd"`,
-            `"gdkd3"`, `"gdkd_v1"`, `"gdkd_v2"`, `"gdkd_v3"`; case-insensitive) or a config
-            dict from `keras.saving.serialize_keras_object`.
+            `"gdkd3"`, `"gdkd_v1"`, `"gdkd_v2"`, `"gdkd_v3"`, `"dist"`; case-insensitive) or a
+            config dict from `keras.saving.serialize_keras_object`.
         **kwargs: hyper-parameters for a loss given by name.
 
     Returns:
         The loss object.
 
     Raises:
-        ValueError: for an unknown identifier.
+        ValueError: for an unknown identifier or hyper-parameter.
 
     Example:
 

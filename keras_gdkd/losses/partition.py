@@ -1,7 +1,7 @@
 """The one mechanism behind every decoupled loss: KL divergences over a partition of the classes.
 
 A partition splits the C classes of each sample into disjoint sets U_1..U_m, given as boolean
-masks of shape (batch, C). For logits z (already divided by T) this module computes, in log space,
+masks of shape (..., C). For logits z (already divided by T) this module computes, in log space,
 
 - the log-mass of each set, `log b[j] = logsumexp(z over U_j) - logsumexp(z)`;
 - the within-set log-probabilities, `log p^(j)_i = z_i - logsumexp(z over U_j)` for i in U_j;
@@ -13,188 +13,30 @@ maximum before `exp` (so its sum is >= 1 and never underflows), and no `0 * inf`
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 
-import keras
-import numpy as np
 from keras import ops
+
+# The checks live in validation.py; re-exported because callers know them from here.
+from keras_gdkd.losses.validation import (  # noqa: F401
+    check_labels,
+    concrete_values,
+    validate_k,
+    validate_logits,
+    validate_temperature,
+    validate_weight,
+)
 
 # Finite stand-in for -inf when masking: exp() of it is exactly 0, and it never meets another
 # infinity, so neither values nor gradients can become NaN.
 _NEG = -1e30
 
 
-def validate_logits(student_logits, teacher_logits) -> tuple:
-    """Check that the two logit tensors have matching shapes and return them as float32.
-
-    Args:
-        student_logits: student logits, shape `(batch, num_classes)`.
-        teacher_logits: teacher logits, same shape.
-
-    Returns:
-        `(student_logits, teacher_logits)` as float32 tensors, also under a mixed-precision
-        policy: the masses of small sets underflow in half precision.
-
-    Raises:
-        ValueError: if either is not 2-D, or the class counts or batch sizes differ.
-    """
-    s_shape, t_shape = tuple(student_logits.shape), tuple(teacher_logits.shape)
-    if len(s_shape) != 2 or len(t_shape) != 2:
-        raise ValueError(
-            "Expected student and teacher logits of shape (batch, num_classes); "
-            f"got student {s_shape} and teacher {t_shape}."
-        )
-    if s_shape[-1] != t_shape[-1]:
-        raise ValueError(
-            f"Student and teacher must have the same number of classes; got student {s_shape[-1]} "
-            f"and teacher {t_shape[-1]}."
-        )
-    if None not in (s_shape[0], t_shape[0]) and s_shape[0] != t_shape[0]:
-        raise ValueError(f"Student and teacher batch sizes differ: {s_shape[0]} vs {t_shape[0]}.")
-    return ops.cast(student_logits, "float32"), ops.cast(teacher_logits, "float32")
-
-
-def _is_real(value) -> bool:
-    # NumPy scalars register as numbers.Real / numbers.Integral; bool is an Integral but a
-    # True/False weight is almost always a mistake.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def validate_temperature(temperature: float) -> float:
-    """Return `temperature` as a Python float after checking that it is finite and > 0.
-
-    Args:
-        temperature: a real number (Python or NumPy scalar).
-
-    Returns:
-        The temperature as a float.
-
-    Raises:
-        ValueError: if it is not a real number, not finite, or not positive.
-    """
-    if not _is_real(temperature) or not math.isfinite(temperature) or not temperature > 0:
-        raise ValueError(f"temperature must be a finite positive number; got {temperature!r}.")
-    return float(temperature)
-
-
-def validate_weight(name: str, value: float) -> float:
-    """Return a loss weight as a Python float after checking that it is finite and >= 0.
-
-    Args:
-        name: the argument's name, for the error message.
-        value: a real number (Python or NumPy scalar).
-
-    Returns:
-        The weight as a float.
-
-    Raises:
-        ValueError: if it is not a real number, not finite, or negative.
-    """
-    if not _is_real(value) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
-    return float(value)
-
-
-def validate_k(k: int, num_classes: int | None, minimum: int = 1) -> int:
-    """Return `k` as a Python int after checking `minimum <= k < num_classes`.
-
-    Both the teacher's top set and the rest must be non-empty.
-
-    Args:
-        k: an integer (Python or NumPy).
-        num_classes: the number of classes, or `None` when not known yet.
-        minimum: the smallest valid `k` (2 for GDKD3, whose top-2..k set must not be empty).
-
-    Returns:
-        `k` as an int.
-
-    Raises:
-        ValueError: if `k` is not an integer or out of range.
-    """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise ValueError(f"k must be an integer; got {k!r}.")
-    k = int(k)
-    if k < minimum or (num_classes is not None and k >= num_classes):
-        upper = f"{num_classes - 1}" if num_classes is not None else "num_classes - 1"
-        raise ValueError(
-            f"k must satisfy {minimum} <= k < num_classes, i.e. lie in [{minimum}, {upper}]; "
-            f"got k={k}."
-        )
-    return k
-
-
-def check_labels(labels, batch_size: int | None, num_classes: int, check_values: bool = True):
-    """Check integer class labels and return them as an int32 tensor of shape `(batch,)`.
-
-    The dtype and shape are checked always (they are known while tracing). The values are
-    checked only when they exist in Python, i.e. for NumPy data and eager tensors; inside a
-    compiled function they do not, and `label_masks` gives an out-of-range label an empty
-    set instead.
-
-    Args:
-        labels: class indices, shape `(batch,)` or `(batch, 1)`.
-        batch_size: the logits' batch size, or `None` when unknown.
-        num_classes: the number of classes `C`; valid labels lie in `[0, C)`.
-        check_values: whether to read concrete values to check their range. Callers that
-            already guarantee the range (the Distiller) pass `False`, so that no value is
-            copied from the device on every step.
-
-    Returns:
-        The labels as an int32 tensor of shape `(batch,)`.
-
-    Raises:
-        ValueError: for float or complex labels, one-hot labels, a wrong shape, or (when the
-            values are concrete) a label outside `[0, num_classes)`.
-    """
-    if not hasattr(labels, "dtype"):  # Python lists
-        labels = np.asarray(labels)
-    dtype = keras.backend.standardize_dtype(labels.dtype)
-    shape = tuple(labels.shape)
-    one_hot = len(shape) == 2 and shape[-1] not in (1, None)
-    if "float" in dtype or "complex" in dtype or "bool" in dtype or one_hot:
-        raise ValueError(
-            "labels must be integer class indices of shape (batch,); got dtype "
-            f"{dtype} and shape {shape}. Convert one-hot labels with argmax(labels, axis=-1)."
-        )
-    squeezed = shape[:-1] if len(shape) == 2 else shape
-    if len(squeezed) != 1 or None not in (squeezed[0], batch_size) and squeezed[0] != batch_size:
-        raise ValueError(f"labels must have shape (batch,) = ({batch_size},); got {shape}.")
-    if check_values:
-        values = concrete_values(labels)
-        if values is not None:
-            bad = np.flatnonzero((values < 0) | (values >= num_classes))
-            if bad.size:
-                raise ValueError(
-                    f"labels must lie in [0, {num_classes}) (integer class indices for "
-                    f"{num_classes} classes); got {values.reshape(-1)[bad[:5]].tolist()} at "
-                    f"positions {bad[:5].tolist()}{' ...' if bad.size > 5 else ''}."
-                )
-    return ops.reshape(ops.cast(labels, "int32"), (-1,))
-
-
-def concrete_values(x) -> np.ndarray | None:
-    """The values of `x` as a NumPy array if they exist now, `None` while tracing.
-
-    NumPy data and eager tensors have values; the symbolic tensors of a `tf.function`, JAX
-    tracers and Keras symbolic tensors do not, and converting them raises (NotImplementedError,
-    TypeError and ValueError respectively) - which is how a trace is told apart from eager
-    execution without asking the backend.
-    """
-    if isinstance(x, (np.ndarray, np.generic, numbers.Number, list, tuple)):
-        return np.asarray(x)
-    try:
-        return np.asarray(ops.convert_to_numpy(x))
-    except (NotImplementedError, TypeError, ValueError):
-        return None
-
-
 def standardize(logits, eps: float = 1e-7):
     """Logit standardization (Sun et al. 2024): z-score each row over the classes.
 
     Args:
-        logits: shape `(batch, C)` with `C >= 2`.
+        logits: shape `(..., C)` with `C >= 2`.
         eps: added to the (unbiased) standard deviation, so a constant row stays finite.
 
     Returns:
@@ -216,13 +58,13 @@ def topk_masks(teacher_logits, ks: Sequence[int], strategy: str = "best") -> lis
     code.
 
     Args:
-        teacher_logits: shape `(batch, C)`; no gradient flows through the ranking.
+        teacher_logits: shape `(..., C)`; no gradient flows through the ranking.
         ks: increasing rank bounds, e.g. `(5,)` for `[top-5, rest]` or `(1, 4)` for
             `[top-1, top-2..4, rest]`.
         strategy: `"best"` ranks from the largest logit, `"worst"` from the smallest.
 
     Returns:
-        A list of `len(ks) + 1` boolean masks of shape `(batch, C)` that partition the classes.
+        A list of `len(ks) + 1` boolean masks of the logits' shape that partition the classes.
     """
     if strategy not in ("best", "worst"):
         raise ValueError(f"strategy must be 'best' or 'worst'; got {strategy!r}.")
@@ -238,12 +80,15 @@ def topk_masks(teacher_logits, ks: Sequence[int], strategy: str = "best") -> lis
 
 
 def _top_ranks(z, k: int):
-    """(batch, C): the 1-based rank of each of the k largest entries of a row, 0 elsewhere.
+    """The 1-based rank of each of the k largest entries along the last axis, 0 elsewhere.
 
     One scatter of `top_k`'s indices, and every mask a comparison with it: XLA on CPU turns
     top_k into a full sort of each row when its result has several consumers (one one-hot per
-    rank was ~30x slower than this at 1000 classes), and the memory stays O(batch * C).
+    rank was ~30x slower than this at 1000 classes), and the memory stays O(positions * C).
     """
+    if len(z.shape) != 2:  # dense or sequence logits: rank the rows of a (positions, C) view
+        ranks = _top_ranks(ops.reshape(z, (-1, z.shape[-1])), k)
+        return ops.reshape(ranks, ops.shape(z))
     _, order = ops.top_k(z, k, sorted=True)
     order = ops.cast(order, "int32")
     zeros = ops.zeros_like(order)
@@ -255,21 +100,21 @@ def _top_ranks(z, k: int):
 
 
 def label_masks(labels, num_classes: int) -> list:
-    """The DKD partition `[{label}, rest]` as two boolean masks of shape `(batch, C)`.
+    """The DKD partition `[{label}, rest]` as two boolean masks of shape `labels.shape + (C,)`.
 
     Built by comparison rather than `one_hot`, so a label outside `[0, C)` gives an empty
     `{label}` set on every backend (`one_hot` zero-fills on TensorFlow and JAX but raises on
     PyTorch).
 
     Args:
-        labels: integer class indices, shape `(batch,)`.
+        labels: integer class indices, shape `(batch,)` (or any leading shape).
         num_classes: the number of classes `C`.
 
     Returns:
         `[ground_truth_mask, rest_mask]`.
     """
-    labels = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
-    gt = labels == ops.arange(num_classes, dtype="int32")[None, :]
+    labels = ops.expand_dims(ops.cast(labels, "int32"), -1)
+    gt = labels == ops.arange(num_classes, dtype="int32")
     return [gt, ops.logical_not(gt)]
 
 
@@ -277,12 +122,12 @@ def log_partition(z, masks: Sequence) -> tuple:
     """Log-masses and within-set log-probabilities of `softmax(z)` over a partition.
 
     Args:
-        z: logits already divided by the temperature, shape `(batch, C)`.
-        masks: `m` boolean masks of shape `(batch, C)` that partition the classes.
+        z: logits already divided by the temperature, shape `(..., C)`.
+        masks: `m` boolean masks of the same shape that partition the classes.
 
     Returns:
-        `(log_mass, log_within)`: `log_mass[:, j] = log b[j]`, shape `(batch, m)`, and
-        `log_within[:, i] = log p^(j)_i` for the set `j` that holds class `i`, shape `(batch, C)`.
+        `(log_mass, log_within)`: `log_mass[..., j] = log b[j]`, shape `(..., m)`, and
+        `log_within[..., i] = log p^(j)_i` for the set `j` that holds class `i`, shape `(..., C)`.
     """
     set_max = [
         ops.stop_gradient(ops.max(ops.where(m, z, _NEG), axis=-1, keepdims=True)) for m in masks
@@ -299,7 +144,7 @@ def log_partition(z, masks: Sequence) -> tuple:
 
 
 def _gather_by_set(masks: Sequence, per_set: Sequence):
-    """Broadcast a per-set column (batch, 1) onto the classes of that set.
+    """Broadcast a per-set column (..., 1) onto the classes of that set.
 
     The masks cover every class, so the last set needs no mask of its own.
     """
@@ -313,14 +158,14 @@ def kl_terms(student_z, teacher_z, masks: Sequence) -> tuple:
     """Per-sample KL(teacher || student) over a partition: top level and one per set.
 
     Args:
-        student_z: student logits divided by the temperature, shape `(batch, C)`.
+        student_z: student logits divided by the temperature, shape `(..., C)`.
         teacher_z: teacher logits divided by the temperature (no gradient flows into them).
-        masks: `m` boolean masks of shape `(batch, C)` that partition the classes.
+        masks: `m` boolean masks of the same shape that partition the classes.
 
     Returns:
         `(high, [low_1, ..., low_m], teacher_mass)`: `high` is `KL(b_t || b_s)` and `low_j` is
-        `KL(q^(j) || p^(j))`, each of shape `(batch,)` without the `T**2` factor (a single-class
-        set gives exactly 0); `teacher_mass` of shape `(batch, m)` holds `b_t`.
+        `KL(q^(j) || p^(j))`, each of shape `(...)` (the leading axes) without the `T**2` factor
+        (a single-class set gives exactly 0); `teacher_mass` of shape `(..., m)` holds `b_t`.
     """
     student_z, teacher_z = ops.convert_to_tensor(student_z), ops.convert_to_tensor(teacher_z)
     log_bs, log_ws = log_partition(student_z, masks)

@@ -76,7 +76,7 @@ def test_bad_input_raises_value_error(call, message):
     [
         lambda s, t, y: kg.dkd(s, t, y),
         lambda s, t, y: kg.DKD(beta=2.0)(s, t, y),
-        lambda s, t, y: kg.losses.dkd_terms(s, t, y),
+        lambda s, t, y: kg.losses.dkd(s, t, y, reduction=None, return_terms=True),
         lambda s, t, y: kg.DKD().terms(s, t, y),
     ],
     ids=["dkd", "DKD", "dkd_terms", "DKD.terms"],
@@ -95,13 +95,15 @@ def test_unchecked_out_of_range_labels_give_nan_for_that_sample_only():
     s, t = _logits()
     labels = np.arange(8) % 10
     labels[[2, 5]] = [10, -1]
-    loss, terms = kg.losses.dkd_terms(s, t, labels, check_label_values=False)
+    loss, terms = kg.losses.dkd(
+        s, t, labels, check_label_values=False, reduction=None, return_terms=True
+    )
     valid = np.ones(8, bool)
     valid[[2, 5]] = False
     for value in (loss, terms["tckd_loss"], terms["nckd_loss"]):
         value = _np(value)
         assert np.all(np.isnan(value[~valid])) and np.all(np.isfinite(value[valid]))
-    good, _ = kg.losses.dkd_terms(s[valid], t[valid], labels[valid])
+    good, _ = kg.losses.dkd(s[valid], t[valid], labels[valid], reduction=None, return_terms=True)
     np.testing.assert_allclose(_np(loss)[valid], _np(good), rtol=1e-6)
 
 

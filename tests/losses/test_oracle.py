@@ -27,6 +27,9 @@ def _logits(batch, classes, scale, seed):
     return (rng.normal(size=(2, batch, classes)) * scale).astype("float32")
 
 
+PS = dict(reduction=None, return_terms=True)  # per-sample values and named terms
+
+
 def _np(x):
     return keras.ops.convert_to_numpy(x)
 
@@ -35,39 +38,39 @@ def _np(x):
 # (per-sample loss, {term name: per-sample term}) with the same term names.
 CASES = {
     "kd": (
-        lambda s, t, y, T, ls: F.kd_terms(s, t, T, ls),
+        lambda s, t, y, T, ls: F.kd(s, t, T, ls, **PS),
         lambda s, t, y, T, ls: R.kd(s, t, T, ls),
     ),
     "dkd": (
-        lambda s, t, y, T, ls: F.dkd_terms(s, t, y, 1.0, 8.0, T, ls),
+        lambda s, t, y, T, ls: F.dkd(s, t, y, 1.0, 8.0, T, ls, **PS),
         lambda s, t, y, T, ls: R.dkd(s, t, y, 1.0, 8.0, T, ls),
     ),
     "gdkd": (
-        lambda s, t, y, T, ls: F.gdkd_terms(s, t, 5, 1.0, 2.0, 8.0, T, "best", ls),
+        lambda s, t, y, T, ls: F.gdkd(s, t, 5, 1.0, 2.0, 8.0, T, "best", ls, **PS),
         lambda s, t, y, T, ls: R.gdkd(s, t, 5, 1.0, 2.0, 8.0, T, "best", ls),
     ),
     "gdkd_worst": (
-        lambda s, t, y, T, ls: F.gdkd_terms(s, t, 3, 0.5, 1.0, 6.0, T, "worst", ls),
+        lambda s, t, y, T, ls: F.gdkd(s, t, 3, 0.5, 1.0, 6.0, T, "worst", ls, **PS),
         lambda s, t, y, T, ls: R.gdkd(s, t, 3, 0.5, 1.0, 6.0, T, "worst", ls),
     ),
     "gdkd_k1": (
-        lambda s, t, y, T, ls: F.gdkd_terms(s, t, 1, 1.0, 1.0, 2.0, T, "best", ls),
+        lambda s, t, y, T, ls: F.gdkd(s, t, 1, 1.0, 1.0, 2.0, T, "best", ls, **PS),
         lambda s, t, y, T, ls: R.gdkd(s, t, 1, 1.0, 1.0, 2.0, T, "best", ls),
     ),
     "gdkd3": (
-        lambda s, t, y, T, ls: F.gdkd3_terms(s, t, 4, 1.0, 2.0, 6.0, T, ls),
+        lambda s, t, y, T, ls: F.gdkd3(s, t, 4, 1.0, 2.0, 6.0, T, ls, **PS),
         lambda s, t, y, T, ls: R.gdkd3(s, t, 4, 1.0, 2.0, 6.0, T, ls),
     ),
     "gdkd_v1": (
-        lambda s, t, y, T, ls: F.gdkd_dynamic_terms(s, t, 5, 1.0, 2.0, 3.0, True, True, T, ls),
+        lambda s, t, y, T, ls: F.gdkd_v1(s, t, 5, 2.0, 3.0, 1.0, T, ls, **PS),
         lambda s, t, y, T, ls: R.gdkd_v1(s, t, 5, 2.0, 3.0, 1.0, T, ls),
     ),
     "gdkd_v2": (
-        lambda s, t, y, T, ls: F.gdkd_dynamic_terms(s, t, 5, 0.5, 2.0, 3.0, False, True, T, ls),
+        lambda s, t, y, T, ls: F.gdkd_v2(s, t, 5, 2.0, 3.0, 0.5, T, ls, **PS),
         lambda s, t, y, T, ls: R.gdkd_v2(s, t, 5, 2.0, 3.0, 0.5, T, ls),
     ),
     "gdkd_v3": (
-        lambda s, t, y, T, ls: F.gdkd_dynamic_terms(s, t, 5, 1.0, 2.0, 3.0, True, False, T, ls),
+        lambda s, t, y, T, ls: F.gdkd_v3(s, t, 5, 2.0, 3.0, 1.0, T, ls, **PS),
         lambda s, t, y, T, ls: R.gdkd_v3(s, t, 5, 2.0, 3.0, 1.0, T, ls),
     ),
 }
@@ -253,18 +256,18 @@ def shared_ref(shared_dir):
 
 
 SHARED_CASES = [  # (name, ours(s, t, y, T), shared oracle(ref, s, t, y, T), our term -> theirs)
-    ("kd", lambda s, t, y, T: F.kd_terms(s, t, T), lambda r, s, t, y, T: r.kd(s, t, T),
+    ("kd", lambda s, t, y, T: F.kd(s, t, T, **PS), lambda r, s, t, y, T: r.kd(s, t, T),
      {"kd_loss": "kd"}),
-    ("dkd", lambda s, t, y, T: F.dkd_terms(s, t, y, 1.0, 8.0, T),
+    ("dkd", lambda s, t, y, T: F.dkd(s, t, y, 1.0, 8.0, T, **PS),
      lambda r, s, t, y, T: r.dkd(s, t, y, 1.0, 8.0, T),
      {"tckd_loss": "high", "nckd_loss": "low1"}),
-    ("gdkd", lambda s, t, y, T: F.gdkd_terms(s, t, 5, 1.0, 2.0, 8.0, T),
+    ("gdkd", lambda s, t, y, T: F.gdkd(s, t, 5, 1.0, 2.0, 8.0, T, **PS),
      lambda r, s, t, y, T: r.gdkd(s, t, 5, 1.0, 2.0, 8.0, T),
      {"high_loss": "high", "low_top_loss": "low0", "low_other_loss": "low1"}),
-    ("gdkd_worst", lambda s, t, y, T: F.gdkd_terms(s, t, 3, 0.5, 1.0, 6.0, T, "worst"),
+    ("gdkd_worst", lambda s, t, y, T: F.gdkd(s, t, 3, 0.5, 1.0, 6.0, T, "worst", **PS),
      lambda r, s, t, y, T: r.gdkd(s, t, 3, 0.5, 1.0, 6.0, T, "worst"),
      {"high_loss": "high", "low_top_loss": "low0", "low_other_loss": "low1"}),
-    ("gdkd3", lambda s, t, y, T: F.gdkd3_terms(s, t, 4, 1.0, 2.0, 6.0, T),
+    ("gdkd3", lambda s, t, y, T: F.gdkd3(s, t, 4, 1.0, 2.0, 6.0, T, **PS),
      lambda r, s, t, y, T: r.gdkd3(s, t, 4, 1.0, 2.0, 6.0, T),
      {"high_loss": "high", "low_top_loss": "low1", "low_other_loss": "low2"}),
 ]  # fmt: skip

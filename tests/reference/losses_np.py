@@ -170,3 +170,25 @@ def gradient_wrt_student(s, t, masks, weights, temperature: float) -> np.ndarray
         qj = np.exp(zt - _lse(zt, m)[:, None])
         grad += np.where(m, temperature * (weights[0] * pj * (bs - bt) + w * (pj - qj)), 0.0)
     return grad / zs.shape[0]
+
+
+def _pearson(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Pearson correlation of matching rows: the cosine of the centred rows, eps in the norms."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + eps)
+
+
+def dist(s, t, beta=2.0, gamma=2.0, temperature=4.0):
+    """DIST (Huang et al. 2022): beta * T^2 * inter + gamma * T^2 * intra.
+
+    inter = 1 - mean over samples of pearson(p_i, q_i); intra = the same over the columns (the
+    classes across the batch). The batch-level intra term is given to every sample, so the
+    per-sample mean is the loss.
+    """
+    s, t = _prepare(s, t, temperature, False)
+    p = np.exp(s - _lse(s)[:, None])
+    q = np.exp(t - _lse(t)[:, None])
+    inter = temperature**2 * (1.0 - _pearson(p, q))
+    intra = temperature**2 * (1.0 - _pearson(p.T, q.T).mean()) * np.ones(len(s))
+    return beta * inter + gamma * intra, {"inter_loss": inter, "intra_loss": intra}
