@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.losses = list(MEMORY_LOSSES)
     if args.smoke:
         args.shapes, args.iters, args.repeats = ["8x10"], 2, 1
-        args.classes, args.batch, args.positions = [10, 50], 2, 4
+        args.classes, args.batch, args.positions = [50], 2, 4
     if min(args.classes) < 6 or args.batch < 1 or args.positions < 1:
         p.error("--classes must be >= 6 (GDKD's k=5 needs more), --batch and --positions >= 1")
     try:

@@ -109,3 +109,26 @@ def test_data_smoke(smoke_runs):
     for row in report["results"]:
         assert row["batches"] > 0
         assert _positive(row["images_per_s"]) and _positive(row["images_per_s_per_core"])
+
+
+@pytest.mark.slow  # three fresh interpreters on the CPU backends (20-50 s)
+def test_loss_memory_smoke(tmp_path):
+    """``loss.py --memory --smoke``: peak memory of kd, dkd and gdkd on a tiny dense case."""
+    out = tmp_path / "memory.json"
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, str(BENCH / "loss.py"), "--memory", "--smoke", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"loss.py --memory --smoke failed:\n{output[-3000:]}"
+    report = json.loads(out.read_text())
+    assert report["config"]["memory"] is True
+    assert report["config"]["backend"] == keras.backend.backend()
+    assert report["config"]["shape"] == [2, 4]
+    (row,) = report["results"]
+    assert row["classes"] == 50
+    assert set(row["mib"]) == {"kd", "dkd", "gdkd"}
+    # Resident-memory deltas of a 1.6 KB case can round to 0 pages; never negative or NaN.
+    assert all(math.isfinite(v) and v >= 0 for v in row["mib"].values())
+    if keras.backend.backend() == "jax":  # the compiled analysis counts every buffer exactly
+        assert all(v > 0 for v in row["mib"].values())
+    assert "gdkd/kd" in proc.stdout and "peak memory" in proc.stdout
