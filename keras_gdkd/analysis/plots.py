@@ -105,7 +105,7 @@ def _no_data(ax, text: str) -> None:
 
 def plot_teacher_topk_mass(teacher: Mapping, path: Path, *, loss_k: int) -> Path:
     """Mean top-k mass ``b_t(k)`` against k (up to 50), a q10-q90 band, one curve per T."""
-    fig, (ax,) = _figure(1, width=6.4, height=4.2)
+    fig, (ax,) = _figure(1, width=8.4, height=4.4)
     per_t = teacher["per_temperature"]
     colors = _temperature_colors(list(per_t))
     num_classes = int(teacher["num_classes"])
@@ -149,7 +149,7 @@ def plot_teacher_topk_mass(teacher: Mapping, path: Path, *, loss_k: int) -> Path
         ax.set_xticks([v for v in (1, 2, 5, 10, 20, 50) if v <= k_max])
         ax.xaxis.set_major_formatter("{x:g}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no overlap
     return _save(fig, path)
 
 
@@ -205,7 +205,7 @@ def plot_teacher_entropy(teacher: Mapping, path: Path, *, loss_k: int) -> Path:
     right.set(
         xlabel=f"log10 b_o  (teacher mass outside its top-{loss_k})",
         ylabel="fraction of samples",
-        title="Teacher mass outside its top-k (KD's weight on the rest)",
+        title="b_o, KD's weight on the within-rest term",
     )
     for ax in (left, right):
         ax.grid(alpha=0.3)
@@ -253,6 +253,8 @@ def plot_teacher_autok(
             title=title,
             xlim=(0.8, num_classes * 1.1),
         )
+        if num_classes < 100:
+            ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     key = _closest_key(per_t, loss_temperature)
@@ -276,13 +278,14 @@ def plot_teacher_autok(
             right.set_xlim(-0.5, values.size - 0.5)
         else:
             _no_data(right, "no class has an example")
-        empty = int((per_class < 1).sum())
-        note = f"; {empty} classes without examples left out" if empty else ""
+        shown = f"{present.size} of {num_classes} classes"
         right.set(
-            xlabel=f"class, sorted by its k{note}",
+            xlabel="class, sorted by its k",
             ylabel="k of the class-mean q",
-            title=f"Per-class k at {_tlabel(key)}",
+            title=f"Per-class k at {_tlabel(key)} ({shown})",
+            ylim=(0, max(float(present.max()) if present.size else 1.0, 1.0) * 1.1),
         )
+        right.yaxis.get_major_locator().set_params(integer=True)
         right.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
@@ -587,8 +590,8 @@ def plot_class_mean_diff(
     peaks = [d[off_diagonal & np.isfinite(d)] for d in diffs.values()]
     shared = max((float(p.max()) for p in peaks if p.size), default=0.0)
     shared = shared if shared > 0 else 1.0
-    side = 3.6 if len(labels) > 1 else 4.6
-    fig, axes = _figure(len(labels), width=side, height=side + 0.5)
+    side = 3.6 if len(labels) > 1 else 5.2
+    fig, axes = _figure(len(labels), width=side, height=side + 0.6)
     from matplotlib import colormaps
 
     cmap = colormaps["PuBuGn"].with_extremes(bad="0.85")
@@ -616,19 +619,18 @@ def plot_class_mean_diff(
             ax.tick_params(labelsize=7)
         ax.set(xlabel="class j", ylabel="true class c")
     if figure_style == "dkd":
-        bar_label = f"|M_s - M_t| / {shared:.3g}  (raw-logit class means; shared scale)"
+        bar_label = f"|M_s - M_t| / {shared:.3g}  (one scale for all panels)"
         what = "class-mean logits"
+        scaling = f"colour: |difference| / {shared:.3g}, the largest off-diagonal value"
     else:
-        bar_label = f"clip({scale:g} |M_s - M_t| / max, 0, 1)  (each panel its own max)"
+        bar_label = f"clip({scale:g} |M_s - M_t| / max, 0, 1)"
         what = "class-mean softmax (T=1)"
+        scaling = "each panel scaled by its own max: colours do not compare"
     fig.colorbar(image, ax=axes, shrink=0.85, label=bar_label)
+    grey = "; grey rows: no examples" if any(np.isnan(d).any() for d in diffs.values()) else ""
     fig.suptitle(
-        f"|student - teacher| of {what}; diagonal set to 0; max/mean are off-diagonal"
-        + (
-            "; grey rows: classes without examples"
-            if any(np.isnan(d).any() for d in diffs.values())
-            else ""
-        ),
+        f"|student - teacher| of {what}, diagonal set to 0\n{scaling}\n"
+        f"titles: off-diagonal max and mean{grey}",
         fontsize=9,
     )
     return _save(fig, path)

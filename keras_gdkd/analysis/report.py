@@ -164,14 +164,15 @@ def analyze_logits(
                     for mode, mode_temperature in CLASS_MEAN_MODES.items()
                 },
             }
-    # Each warning once, not once per student and mode; numpy's floating-point notes (a 0/0
-    # that becomes null) are passed on but not recorded.
+    # Each warning once, not once per student and mode. Only the notes meant for the user
+    # (UserWarning: empty classes, ...) are recorded; numpy's floating-point notes (a 0/0 that
+    # becomes null) and libraries' deprecations are passed on only.
     seen = {}
     for w in caught:
         seen.setdefault((str(w.message), w.category), None)
     for message, category in seen:
         warnings.warn(message, category, stacklevel=2)
-    notes = [m for m, category in seen if not issubclass(category, RuntimeWarning)]
+    notes = [m for m, category in seen if issubclass(category, UserWarning)]
 
     counts = np.bincount(y, minlength=num_classes)
     full["meta"] = {

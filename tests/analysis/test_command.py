@@ -122,7 +122,8 @@ def test_saved_logits_give_every_key_and_the_seven_figures(tmp_path):
         assert set(student) == {"agreement", "gradients", "class_mean"}
     meta = saved["meta"]
     assert (meta["num_examples"], meta["num_classes"], meta["split"]) == (40, 10, "test")
-    assert meta["students"] == {"gdkd": "logits file", "kd": "logits file"}
+    assert meta["students"] == ["gdkd", "kd"]
+    assert meta["sources"] == {"teacher": "logits file", "gdkd": "logits file", "kd": "logits file"}
     assert _pngs(out) == sorted(plots.FIGURES)
     assert (out / "arrays.npz").is_file() and not (out / "logits").exists()
 
@@ -152,7 +153,7 @@ def test_loss_options_preset_and_overrides(tmp_path):
         == 0
     )
     meta = _strict(out / "analysis.json")["meta"]
-    assert meta["students"] == {"kd": "logits file"}
+    assert meta["students"] == ["kd"]
     loss = meta["loss"]
     assert (loss["k"], loss["w1"], loss["w2"], loss["temperature"]) == (5, 2.0, 4.0, 4.0)
     assert (meta["temperatures"], meta["figure_style"]) == ([4.0], "gdkd")
@@ -314,7 +315,8 @@ def test_cifar_end_to_end_then_again_from_the_saved_logits(cifar, tmp_path, monk
     saved = _strict(out / "analysis.json")
     meta = saved["meta"]
     assert (meta["num_examples"], meta["num_classes"], meta["dataset"]) == (32, 100, "cifar100")
-    assert meta["students"]["init"] == "random init resnet8"
+    assert meta["sources"]["init"] == "random init resnet8"
+    assert meta["sources"]["teacher"] == str(cifar / "teacher.keras")
     with np.load(out / "arrays.npz") as arrays:
         labels = arrays["labels"]
     assert meta["classes_without_examples"] == 100 - len(set(labels.tolist()))
