@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from keras_gdkd import __version__, presets
 
@@ -114,6 +115,48 @@ def _add_multi_host_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Loss hyper-parameters settable from the command line: flag -> (type, help).
+LOSS_FLAGS: dict[str, tuple[Any, str]] = {
+    "temperature": (float, "softmax temperature T (every method)"),
+    "k": (int, "size of the teacher's top set (gdkd, gdkd_v*; gdkd3: last rank of top-2..k)"),
+    "w0": (float, "weight of the top-level term (gdkd, gdkd3, gdkd_v*)"),
+    "w1": (float, "weight of the KL within the top set (gdkd, gdkd3, gdkd_v2)"),
+    "w2": (float, "weight of the KL within the other classes (gdkd, gdkd3, gdkd_v3)"),
+    "m1": (float, "factor of the teacher's top mass (gdkd_v1, gdkd_v3)"),
+    "m2": (float, "factor of the teacher's other mass (gdkd_v1, gdkd_v2)"),
+    "alpha": (float, "weight of TCKD (dkd)"),
+    "beta": (float, "weight of NCKD (dkd) or of the inter-class relation (dist)"),
+    "gamma": (float, "weight of the intra-class relation (dist)"),
+}
+
+
+def _add_loss_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "loss hyper-parameters",
+        "Override the preset's value for the chosen --method; a parameter the method does not "
+        "have is an error.",
+    )
+    for name, (kind, text) in LOSS_FLAGS.items():
+        group.add_argument(f"--{name}", type=kind, metavar="N" if kind is int else "X", help=text)
+    group.add_argument(
+        "--strategy",
+        choices=("best", "worst"),
+        help="gdkd: the teacher's k largest (best) or smallest (worst) logits",
+    )
+    group.add_argument(
+        "--standardize",
+        action="store_true",
+        default=None,
+        help="z-score each sample's logits before the temperature (not dist)",
+    )
+
+
+def loss_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The loss hyper-parameters given on the command line (`--temperature 1` etc.)."""
+    names = (*LOSS_FLAGS, "strategy", "standardize")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keras-gdkd` (no Keras import)."""
     parser = argparse.ArgumentParser(
@@ -143,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of the preset's teacher architecture",
     )
     p.add_argument("--student", help="override the preset's student architecture")
+    _add_loss_args(p)
     _add_data_args(p, dataset_choice=False)
     _add_run_args(p)
 
@@ -204,6 +248,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             for name in presets.available():
                 p = presets.get(name)
                 print(f"{name:<18} {p.dataset:<9} {p.teacher} -> {p.student}")
+            print(f"\nEach preset exists for the methods {', '.join(presets.METHODS)}; "
+                  "print one with `keras-gdkd presets NAME --method METHOD`.")  # fmt: skip
         return 0
     if args.command == "check-data":
         _start_quietly(not args.debug)
@@ -212,6 +258,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         _start_quietly(not args.debug)
         return _demo(Path(args.output), args.epochs, args.verbose)
 
+    if args.command == "distill":
+        # Checked before anything starts or is written: a loss parameter the method lacks, or
+        # a value it cannot use, is an argument error.
+        preset = presets.get(args.preset, args.method)
+        preset = preset.replace(loss_config={**preset.loss_config, **loss_overrides(args)})
     if args.command in ("distill", "train-teacher"):
         _join_cluster(args)
     _start_quietly(not args.debug)
@@ -226,7 +277,6 @@ def _dispatch(args: argparse.Namespace) -> int:
                   learning_rate=args.lr, mixed_precision=args.mixed_precision,
                   devices=args.devices, verbose=args.verbose, force=args.force)  # fmt: skip
     if args.command == "distill":
-        preset = presets.get(args.preset, args.method)
         data = train.DataSpec(preset.dataset, args.data_dir, args.manual_dir, args.seed)
         if args.check_data and _check_data(preset.dataset, args.data_dir, args.manual_dir):
             return EXIT_ERROR

@@ -8,10 +8,13 @@ ways that matter over 240 epochs (see ``TorchSGD``), so this module provides exa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 from keras import ops
+
+if TYPE_CHECKING:
+    from keras_gdkd import presets
 
 __all__ = ["TorchSGD", "make_optimizer", "scale_lr", "step_decay_schedule"]
 
@@ -151,12 +154,14 @@ def scale_lr(base_lr: float, base_batch: int, batch: int) -> float:
     return float(base_lr) * float(batch) / float(base_batch)
 
 
-def make_optimizer(preset: Any, steps_per_epoch: int, batch_size: int | None = None) -> TorchSGD:
+def make_optimizer(
+    preset: presets.Preset, steps_per_epoch: int, batch_size: int | None = None
+) -> TorchSGD:
     """The ``TorchSGD`` + step schedule of a ``keras_gdkd.presets.Preset``.
 
     Args:
-        preset: a ``Preset`` (anything with ``learning_rate``, ``batch_size``,
-            ``lr_decay_epochs``, ``lr_decay_factor``, ``momentum``, ``weight_decay``).
+        preset: the recipe; its learning rate, batch size, decay epochs and factor, momentum
+            and weight decay are used.
         steps_per_epoch: optimizer steps per epoch at the batch size actually used.
         batch_size: global batch size actually used; when it differs from the preset's, the
             learning rate is scaled linearly (``scale_lr``).

@@ -39,7 +39,6 @@ import keras
 
 from keras_gdkd import models, optimizers, parallel, presets
 from keras_gdkd.distiller import Distiller
-from keras_gdkd.losses import objects as loss_objects
 from keras_gdkd.runs import (
     CheckpointStore,
     RunError,
@@ -158,18 +157,23 @@ def resolve_preset(
     batch_size: int | None = None,
     learning_rate: float | None = None,
     student: str | None = None,
+    loss: dict[str, Any] | None = None,
 ) -> presets.Preset:
     """The preset a run actually uses: overrides applied and checked.
 
     A ``batch_size`` override without a ``learning_rate`` override scales the preset's rate
     linearly (:func:`keras_gdkd.optimizers.scale_lr`): ImageNet's 0.2 at 512 becomes 0.1 at 256.
+    ``loss`` overrides hyper-parameters of the preset's loss (``{"temperature": 1.0}``).
 
     Raises:
         ValueError: ``epochs < 1``, ``batch_size < 1``, a learning rate that is not a positive
-            finite number, or an unknown student architecture.
+            finite number, an unknown student architecture, or a loss hyper-parameter that the
+            method does not have or a value it cannot use.
     """
     _check_recipe(epochs, batch_size, learning_rate)
     changes: dict[str, Any] = {}
+    if loss:
+        changes["loss_config"] = {**preset.loss_config, **loss}
     if epochs is not None:
         changes["epochs"] = int(epochs)
     if batch_size is not None:
@@ -251,8 +255,6 @@ def distill(
                          learning_rate=learning_rate)  # fmt: skip
     if data.dataset != run.dataset:
         raise RunError(f"preset {run.name} is for {run.dataset}, not {data.dataset}.")
-    if run.method not in ("gdkd", "gdkd3", "dkd", "kd"):
-        raise RunError(f"unknown method {run.method!r}; expected gdkd, gdkd3, dkd or kd.")
     _check_weights_file(teacher_weights)
 
     def build(steps_per_epoch: int) -> keras.Model:
@@ -261,7 +263,7 @@ def distill(
         distiller = Distiller(
             parallel.sync_batchnorm(teacher),
             parallel.sync_batchnorm(student),
-            loss=loss_objects.get(run.method, **run.loss_kwargs()),
+            loss=run.loss,
             ce_weight=run.ce_weight,
             distill_weight=run.distill_weight,
             warmup_epochs=run.warmup_epochs,
@@ -275,7 +277,8 @@ def distill(
         export=lambda model: model.student,
         batch_size=run.batch_size,
         epochs=run.epochs,
-        meta={"preset": run.name, "method": run.method, "teacher": run.teacher,
+        meta={"preset": run.name, "method": run.method, "loss": dict(run.loss_config),
+              "teacher": run.teacher,
               "teacher_weights": str(Path(teacher_weights).resolve()), "student": run.student},
         config={"command": "distill", "preset": run.to_dict(), "mixed_precision": mixed_precision,
                 "teacher_weights": _file_identity(teacher_weights)},

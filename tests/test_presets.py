@@ -225,8 +225,8 @@ def test_presets_are_frozen():
     p = presets.get("res56_res20")
     with pytest.raises(AttributeError):
         p.learning_rate = 1.0
-    with pytest.raises(AttributeError):
-        p.loss.w2 = 3.0
+    with pytest.raises(TypeError):
+        p.loss_config["w2"] = 3.0
     q = p.replace(learning_rate=0.1)
     assert q.learning_rate == 0.1 and p.learning_rate == 0.05
     hash(p)  # usable as a dict key
@@ -255,3 +255,39 @@ def test_to_dict_json_round_trip(key):
     assert back["lr_decay_epochs"] == list(p.lr_decay_epochs)
     assert back["reference"]["dkd_top1"] == p.reference.dkd_top1
     assert presets.Preset.from_dict(back) == p
+
+
+def test_every_pair_has_every_method_and_its_loss_object():
+    for name in presets.available():
+        gdkd = presets.get(name, "gdkd")
+        for method in presets.METHODS:
+            p = presets.get(name, method)
+            assert p.method == method and p.loss.name == method
+            assert p.loss.get_config() == {**p.loss.get_config(), **p.loss_config}
+            p.loss.check_num_classes(p.num_classes)
+        w1, w2 = gdkd.loss_config["w1"], gdkd.loss_config["w2"]
+        assert presets.get(name, "gdkd_v1").loss_config["m1"] == w1
+        assert presets.get(name, "gdkd_v2").loss_config["m2"] == w2
+        assert presets.get(name, "gdkd_v3").loss_config["w2"] == w2
+        assert "not in the authors' configs" in presets.get(name, "gdkd_v1").notes
+
+
+def test_dist_presets_follow_the_reference_settings_and_name_the_imagenet_quirk():
+    for name in presets.available("cifar100"):
+        p = presets.get(name, "dist")
+        assert dict(p.loss_config) == {"beta": 2.0, "gamma": 2.0, "temperature": 4.0}
+        assert (p.ce_weight, p.distill_weight) == (1.0, 1.0)
+    for name in presets.available("imagenet"):
+        p = presets.get(name, "dist")
+        assert p.loss_config["temperature"] == 4.0 and "GDKD.T: 1.0" in p.notes
+
+
+def test_a_loss_override_is_validated_by_the_preset():
+    p = presets.get("res56_res20", "gdkd")
+    q = p.replace(loss_config={**p.loss_config, "temperature": 1.0})
+    assert q.loss_config["temperature"] == 1.0 and p.loss_config["temperature"] == 4.0
+    with pytest.raises(ValueError, match="gdkd has no hyper-parameter alpha"):
+        p.replace(loss_config={**p.loss_config, "alpha": 1.0})
+    with pytest.raises(ValueError, match=r"lie in \[1, 99\]"):
+        p.replace(loss_config={**p.loss_config, "k": 100})
+    assert p.replace(loss=p.loss.replace(w2=3.0)).loss_config["w2"] == 3.0

@@ -246,6 +246,32 @@ def test_bad_numbers_are_refused_before_anything_starts(workspace, flag, value, 
     assert not (workspace / "never").exists()
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--beta", "2"], "gdkd has no hyper-parameter beta; its hyper-parameters are k, w0"),
+     (["--k", "100"], r"k must satisfy 1 <= k < num_classes, i.e. lie in [1, 99]"),
+     (["--temperature", "0"], "temperature must be a finite positive number"),
+     (["--method", "dist", "--standardize"], "dist has no hyper-parameter standardize")],
+)  # fmt: skip
+def test_bad_loss_overrides_are_refused_before_anything_starts(workspace, extra, message, capsys):
+    assert cli.main(_with(_args(workspace, workspace / "never"), *extra[:2]) + extra[2:]) == 2
+    assert message in capsys.readouterr().err
+    assert not (workspace / "never").exists()
+
+
+def test_loss_overrides_are_used_and_recorded(workspace):
+    run = workspace / "dist-t2"
+    extra = ["--temperature", "2", "--gamma", "1.5"]
+    assert cli.main(_with(_args(workspace, run, 1), "--method", "dist") + extra) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["method"] == "dist"
+    assert results["loss"] == {"beta": 2.0, "gamma": 1.5, "temperature": 2.0}
+    config = json.loads((run / "run.json").read_text())
+    assert config["preset"]["loss"] == results["loss"]
+    header = (run / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"inter_loss", "intra_loss"} <= set(header)
+
+
 def test_a_second_run_into_a_busy_folder_is_refused(workspace, whole_run, capsys):
     run = _copy(whole_run[0], workspace, "busy")
     hold = (
@@ -267,6 +293,7 @@ def test_a_second_run_into_a_busy_folder_is_refused(workspace, whole_run, capsys
     "change, shown",
     [(["--lr", "0.1"], "preset.learning_rate"), (["--seed", "3"], "data.seed"),
      (["--method", "kd"], "preset.method"), (["--student", "resnet14"], "preset.student"),
+     (["--temperature", "2"], "preset.loss.temperature"),
      (["--batch-size", "8"], "preset.batch_size")],
 )  # fmt: skip
 def test_a_resume_with_another_configuration_is_refused(workspace, whole_run, change, shown,

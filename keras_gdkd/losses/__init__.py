@@ -1,48 +1,30 @@
-"""Logit-distillation losses: one function and one serializable object per loss."""
+"""Logit-distillation losses: one function and one serializable object per loss.
 
-from keras_gdkd.losses.deprecated import (
-    dkd_terms,
-    gdkd3_terms,
-    gdkd_dynamic_terms,
-    gdkd_terms,
-    kd_terms,
-)
-from keras_gdkd.losses.functional import dist, dkd, gdkd, gdkd3, gdkd_v1, gdkd_v2, gdkd_v3, kd
-from keras_gdkd.losses.objects import (
-    DIST,
-    DKD,
-    GDKD,
-    GDKD3,
-    GDKDV1,
-    GDKDV2,
-    GDKDV3,
-    KD,
-    LogitLoss,
-    get,
-)
+Names load on first use, so that `keras_gdkd.losses.validation` (which the Keras-free presets
+use) can be imported without starting Keras.
+"""
 
-__all__ = [
-    "DIST",
-    "DKD",
-    "GDKD",
-    "GDKD3",
-    "GDKDV1",
-    "GDKDV2",
-    "GDKDV3",
-    "KD",
-    "LogitLoss",
-    "dist",
-    "dkd",
-    "dkd_terms",
-    "gdkd",
-    "gdkd3",
-    "gdkd3_terms",
-    "gdkd_dynamic_terms",
-    "gdkd_terms",
-    "gdkd_v1",
-    "gdkd_v2",
-    "gdkd_v3",
-    "get",
-    "kd",
-    "kd_terms",
-]
+from __future__ import annotations
+
+import importlib
+
+_MODULE_OF = {
+    **dict.fromkeys(("dist", "dkd", "gdkd", "gdkd3", "gdkd_v1", "gdkd_v2", "gdkd_v3", "kd"),
+                    "functional"),
+    **dict.fromkeys(("DIST", "DKD", "GDKD", "GDKD3", "GDKDV1", "GDKDV2", "GDKDV3", "KD",
+                     "LogitLoss", "get"), "objects"),
+    **dict.fromkeys(("dkd_terms", "gdkd3_terms", "gdkd_dynamic_terms", "gdkd_terms", "kd_terms"),
+                    "deprecated"),
+}  # fmt: skip
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"keras_gdkd.losses.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module 'keras_gdkd.losses' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import numbers
 
-import keras
 import numpy as np
-from keras import ops
+
+# Keras is imported inside the tensor checks only: the presets validate their hyper-parameters
+# here, and `keras-gdkd --help` must answer before Keras starts.
 
 # Each loss's hyper-parameters, in signature order (after the logits and labels).
 HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
@@ -149,6 +150,8 @@ def validate_logits(student_logits, teacher_logits) -> tuple:
     Raises:
         ValueError: if either has fewer than 2 axes, or the shapes differ.
     """
+    from keras import ops
+
     s_shape, t_shape = tuple(student_logits.shape), tuple(teacher_logits.shape)
     if len(s_shape) < 2 or len(t_shape) < 2:
         raise ValueError(
@@ -177,6 +180,8 @@ def check_mask(mask, leading_shape: tuple):
     Raises:
         ValueError: if its shape is not `leading_shape` (with `None` matching any size).
     """
+    from keras import ops
+
     if mask is None:
         return None
     if not hasattr(mask, "shape"):
@@ -225,6 +230,9 @@ def check_labels(
         ValueError: for float or complex labels, one-hot labels, a wrong shape, or (when the
             values are concrete) a label outside `[0, num_classes)`.
     """
+    import keras
+    from keras import ops
+
     if not hasattr(labels, "dtype"):  # Python lists
         labels = np.asarray(labels)
     dtype = keras.backend.standardize_dtype(labels.dtype)
@@ -272,6 +280,8 @@ def concrete_values(x) -> np.ndarray | None:
     TypeError and ValueError respectively) - which is how a trace is told apart from eager
     execution without asking the backend.
     """
+    from keras import ops
+
     if isinstance(x, (np.ndarray, np.generic, numbers.Number, list, tuple)):
         return np.asarray(x)
     try:
