@@ -78,10 +78,16 @@ def calc_topk(probs: np.ndarray, topk_th: int, ratio_th: float) -> np.ndarray:
 
 
 def prebuild_topk(t, labels, num_classes, temperature, topk_th, ratio_th) -> np.ndarray:
-    """Per-class k as the authors' per-class GDKD builds it: calc_topk of each class mean."""
+    """Per-class k as the authors' per-class GDKD builds it: calc_topk of each class mean.
+
+    A class without samples gets -1 (the authors' code would divide by zero there).
+    """
     q = softmax(np.asarray(t, dtype="float64") / temperature)
-    means = np.stack([q[labels == c].mean(axis=0) for c in range(num_classes)])
-    return calc_topk(means, topk_th, ratio_th)
+    present = [c for c in range(num_classes) if (labels == c).any()]
+    means = np.stack([q[labels == c].mean(axis=0) for c in present])
+    out = np.full(num_classes, -1)
+    out[present] = calc_topk(means, topk_th, ratio_th)
+    return out
 
 
 def n_within(t: np.ndarray, temperature: float, ratio: float) -> np.ndarray:

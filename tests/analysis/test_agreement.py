@@ -167,7 +167,7 @@ def test_chunk_size_and_class_permutation_do_not_change_the_results():
 
 
 def test_without_labels_and_json_ready():
-    s, t, _ = _data(n=16, c=10)
+    s, t, _ = _data(n=48, c=10)
     r = _stats(s, t, None, k=2)
     assert r["student_top1"] is None and r["dkd_terms"] is None
     assert r["non_top_structure"]["target"] is None

@@ -123,9 +123,7 @@ def test_per_class_k_is_autok_of_the_class_mean():
     got = teacher.per_class_k(t, y, 10, temperature=4.0, batch_size=5)
     assert got[7] == -1
     present = np.arange(10) != 7
-    np.testing.assert_array_equal(
-        got[present], R.prebuild_topk(t, y, 10, 4.0, 10, 2.0)[np.flatnonzero(present)]
-    )
+    np.testing.assert_array_equal(got, R.prebuild_topk(t, y, 10, 4.0, 10, 2.0))
     q = R.softmax(t / 4.0)
     for c in np.flatnonzero(present):
         mean_logits = np.log(q[y == c].mean(axis=0)).astype("float32")[None]
