@@ -118,11 +118,9 @@ def agreement_stats(
             "t_argmax": ops.argmax(t_c, axis=-1),
             "overlap": ops.sum(ops.cast(both, "int32"), axis=-1),
         }
-        for temp in temperatures:
+        for temp in dict.fromkeys([*temperatures, temperature]):
             for name, v in _temperature_terms(s_c, t_c, topk_t, temp).items():
                 out[f"{name}@{temp!r}"] = v
-        for name, v in _temperature_terms(s_c, t_c, topk_t, temperature).items():
-            out[f"loss_{name}"] = v
         s_z, t_z = s_c / temperature, t_c / temperature
         partitions = {"top1": P.topk_masks(t_c, (1,)), "topk": topk_t}
         if y_c is not None:
@@ -146,9 +144,9 @@ def agreement_stats(
 
     agree = col["s_argmax"] == col["t_argmax"]
     terms = {
-        "high_loss": t2 * col["loss_kl_high"].astype("float64"),
-        "low_top_loss": t2 * col["loss_kl_top"].astype("float64"),
-        "low_other_loss": t2 * col["loss_kl_other"].astype("float64"),
+        "high_loss": t2 * col[f"kl_high@{temperature!r}"].astype("float64"),
+        "low_top_loss": t2 * col[f"kl_top@{temperature!r}"].astype("float64"),
+        "low_other_loss": t2 * col[f"kl_other@{temperature!r}"].astype("float64"),
     }
     gdkd_loss = w0 * terms["high_loss"] + w1 * terms["low_top_loss"] + w2 * terms["low_other_loss"]
     result = {
