@@ -19,6 +19,8 @@ import keras
 import numpy as np
 
 DEFAULT_BATCH_SIZE = 4096
+# The fewest rows a chunk is padded to: small inputs share one shape (padding 64 rows is free).
+_MIN_ROWS = 64
 
 
 # --- collecting and storing ----------------------------------------------------------------
@@ -276,7 +278,7 @@ def row_chunks(num_rows: int, batch_size: int) -> Iterator[slice]:
 def map_chunks(fn, arrays, batch_size: int, post=None) -> dict[str, np.ndarray]:
     """Apply a per-row kernel to row chunks of NumPy arrays and join the per-row results.
 
-    Each chunk is zero-padded to a power-of-two number of rows (at least 8, at most
+    Each chunk is zero-padded to a power-of-two number of rows (at least 64, at most
     `batch_size`) before `fn` sees it, and the padding is cut from the results: the kernels then
     meet only a few shapes, so a backend that compiles each operation per shape (JAX, also when
     eager) compiles them a few times rather than once per distinct chunk length.
@@ -297,7 +299,7 @@ def map_chunks(fn, arrays, batch_size: int, post=None) -> dict[str, np.ndarray]:
     out: dict[str, list] = {}
     for rows in row_chunks(num_rows, batch_size):
         m = rows.stop - rows.start
-        size = min(check_batch_size(batch_size), max(8, 1 << (m - 1).bit_length()))
+        size = min(check_batch_size(batch_size), max(_MIN_ROWS, 1 << (m - 1).bit_length()))
         tensors = [
             None if a is None else keras.ops.convert_to_tensor(_pad(a[rows], size)) for a in arrays
         ]

@@ -129,7 +129,10 @@ def test_map_chunks_pads_to_few_shapes_and_cuts_the_padding():
     assert seen == [(4, 3), (4, 3), (4, 3)]  # the last chunk of 2 rows is padded to 4
     seen.clear()
     L.map_chunks(kernel, [a[:5], None], batch_size=4096)
-    assert seen == [(8, 3)]  # at least 8 rows, powers of two
+    assert seen == [(64, 3)]  # at least 64 rows, powers of two
+    seen.clear()
+    L.map_chunks(kernel, [np.zeros((100, 3), "float32"), None], batch_size=4096)
+    assert seen == [(128, 3)]
 
 
 def test_summaries_are_python_floats():
