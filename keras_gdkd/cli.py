@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_gdkd import __version__, presets
+from keras_gdkd.analysis import command as analyze_command
 
 EXIT_ERROR = 2
 
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keras-gdkd` (no Keras import)."""
     parser = argparse.ArgumentParser(
         prog="keras-gdkd",
-        description="Knowledge distillation (GDKD, DKD, KD) with Keras 3 on TensorFlow, JAX "
+        description="Knowledge distillation (GDKD, DKD, DIST, KD) with Keras 3 on TensorFlow, JAX "
         "or PyTorch (KERAS_BACKEND).",
     )
     parser.add_argument("--version", action="version", version=f"keras-gdkd {__version__}")
@@ -208,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-data", help="scan a data folder for missing or damaged files")
     _add_data_args(p)
     p.add_argument("--full", action="store_true", help="decode every image (slow but thorough)")
+
+    p = sub.add_parser(
+        "analyze",
+        help="measure and plot a teacher's and students' logits (the paper's analyses)",
+        description=analyze_command.__doc__.split("\n")[0],
+    )
+    analyze_command.add_arguments(p)
 
     p = sub.add_parser(
         "demo",
@@ -257,6 +265,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         _start_quietly(not args.debug)
         return _demo(Path(args.output), args.epochs, args.verbose)
+    if args.command == "analyze":
+        _start_quietly(not args.debug)
+        return analyze_command.main(args)
 
     if args.command == "distill":
         # Checked before anything starts or is written: a loss parameter the method lacks, or

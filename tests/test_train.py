@@ -85,7 +85,7 @@ def _copy(run, workspace, name):
 
 @pytest.mark.parametrize(
     "command", [[], ["presets"], ["distill"], ["train-teacher"], ["evaluate"], ["check-data"],
-                ["demo"]]
+                ["demo"], ["analyze"]]
 )  # fmt: skip
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
