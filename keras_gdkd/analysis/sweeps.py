@@ -40,10 +40,12 @@ from keras_gdkd.runs.lock import RunLock
 __all__ = [
     "SWEEP_FILE",
     "add_arguments",
+    "format_summary",
     "main",
     "plot_sweep",
     "rescale_schedule",
     "run_sweep",
+    "summarize",
 ]
 
 SWEEP_FILE = "sweep.json"
