@@ -339,9 +339,40 @@ def test_cifar_end_to_end_then_again_from_the_saved_logits(cifar, tmp_path, monk
     assert redone["students"] == saved["students"] and redone["teacher"] == saved["teacher"]
 
 
-def test_cifar_training_images_and_a_student_joining_saved_logits(cifar, tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "plot_all", lambda *args, **kwargs: [])  # tested above
+def test_cifar_training_images_in_file_order(cifar, tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "plot_all", lambda *args, **kwargs: [])  # drawn elsewhere
+    argv = [
+        "--teacher",
+        cifar / "teacher.keras",
+        "--student",
+        "init=@resnet8",
+        "--split",
+        "train",
+        "--max-examples",
+        "8",
+        "--data-dir",
+        cifar / "data",
+        "--output",
+        tmp_path,
+    ]
+    assert _run(*argv) == 0
+    meta = _strict(tmp_path / "analysis.json")["meta"]
+    assert (meta["num_examples"], meta["split"]) == (8, "train")
+    _, labels = logits_io.load_logits(tmp_path / "logits" / "teacher.npz")
+    _, file_labels = load_cifar100(str(cifar / "data"), "train")
+    np.testing.assert_array_equal(labels, file_labels[:8])  # no shuffling, no augmentation
+
+
+def test_a_new_student_joins_saved_logits_of_the_same_data_only(cifar, tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "plot_all", lambda *args, **kwargs: [])  # drawn elsewhere
+    _, train_labels = load_cifar100(str(cifar / "data"), "train")
+    _, test_labels = load_cifar100(str(cifar / "data"), "test")
+    assert not np.array_equal(train_labels[:8], test_labels[:8])
     logits = tmp_path / "logits"
+    rng = np.random.default_rng(0)
+    for name in ("teacher", "init"):
+        logits_io.save_logits(logits / f"{name}.npz", rng.normal(size=(8, 100)), train_labels[:8])
+    before = (logits / "teacher.npz").read_bytes()
     common = [
         "--split",
         "train",
@@ -352,42 +383,27 @@ def test_cifar_training_images_and_a_student_joining_saved_logits(cifar, tmp_pat
         "--logits-dir",
         logits,
     ]
-    assert (
-        _run(
-            "--teacher",
-            cifar / "teacher.keras",
-            "--student",
-            "init=@resnet8",
-            *common,
-            "--output",
-            tmp_path / "first",
-        )
-        == 0
-    )
-    assert _strict(tmp_path / "first" / "analysis.json")["meta"]["num_examples"] == 8
-    _, train_labels = logits_io.load_logits(logits / "teacher.npz")
-    _, file_labels = load_cifar100(str(cifar / "data"), "train")
-    np.testing.assert_array_equal(train_labels, file_labels[:8])  # file order, the first 8
-    # Only the new student runs; the saved teacher and init logits are reused.
     student = f"trained={cifar / 'student.keras'}"
-    assert (
-        _run("--student", "init", "--student", student, *common, "--output", tmp_path / "joined")
-        == 0
-    )
-    assert (logits / "trained.npz").is_file()
-    joined = _strict(tmp_path / "joined" / "analysis.json")
-    assert list(joined["students"]) == ["init", "trained"]
-    with pytest.raises(RunError, match="labels of cifar100 test differ"):
+    assert _run("--student", "init", "--student", student, *common, "--output", tmp_path / "o") == 0
+    assert (logits / "teacher.npz").read_bytes() == before  # reused, not recomputed
+    trained, labels = logits_io.load_logits(logits / "trained.npz")
+    assert trained.shape == (8, 100)
+    np.testing.assert_array_equal(labels, train_labels[:8])
+    assert list(_strict(tmp_path / "o" / "analysis.json")["students"]) == ["init", "trained"]
+    with pytest.raises(RunError, match="labels of cifar100 test differ") as caught:
         _run(
             "--student",
             "new=@resnet8",
             "--logits-dir",
             logits,
+            "--max-examples",
+            "8",
             "--data-dir",
             cifar / "data",
             "--output",
             tmp_path / "mixed",
         )
+    assert "--max-examples" in caught.value.hint
 
 
 @pytest.mark.slow
