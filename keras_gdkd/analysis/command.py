@@ -322,7 +322,10 @@ def _check_spec(spec: ModelSpec, logits_dir: Path | None) -> None:
         return
     path = Path(spec.path)
     if not path.is_file():
-        raise RunError(f"{what}: weights file not found: {path}")
+        raise RunError(
+            f"{what}: weights file not found: {path}",
+            hint="check the path (relative paths start in the current folder)",
+        )
     if path.suffix not in (".keras", ".pth", ".pt", ".npz"):
         raise RunError(
             f"{what}: unsupported weights file {path.name}",

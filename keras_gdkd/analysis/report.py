@@ -253,6 +253,41 @@ def analyze_models(
     return analyze_logits(logits["teacher"], student_logits, labels, **analyze_logits_kwargs)
 
 
+def load_report(folder: str | Path) -> dict[str, Any]:
+    """An analysis written by :func:`analyze_logits`, with its arrays back in place.
+
+    The arrays of ``arrays.npz`` are put back at the places of the JSON tree their keys name,
+    so the result can be drawn again, e.g. in the other figure style:
+    ``plots.plot_all(load_report(out), out / "figures", figure_style="gdkd")``. Values that
+    were NaN stay ``None``.
+
+    Args:
+        folder: the ``output`` folder of :func:`analyze_logits`.
+
+    Returns:
+        The analysis, with ``labels`` at the top level.
+
+    Raises:
+        ValueError: a missing or unreadable ``analysis.json`` or ``arrays.npz``.
+    """
+    from keras_gdkd.runs.files import read_json
+
+    folder = Path(folder)
+    document = read_json(folder / "analysis.json")
+    try:
+        arrays = np.load(folder / "arrays.npz", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{folder / 'arrays.npz'} is not a readable npz file ({error})") from error
+    with arrays:
+        for key in arrays.files:
+            *parents, name = key.split("/")
+            node = document
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[name] = arrays[key]
+    return document
+
+
 def to_json(document: Any) -> str:
     """``document`` as strict, indented JSON: NaN and infinity become ``null``, numpy values
     plain numbers and lists."""

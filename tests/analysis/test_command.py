@@ -91,6 +91,15 @@ def test_help_lists_the_options_without_starting_keras():
         assert option in done.stdout, option
 
 
+def test_the_keras_gdkd_command_has_analyze(capsys):
+    from keras_gdkd import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["analyze", "--help"])
+    assert stop.value.code == 0
+    assert "--logits-dir" in capsys.readouterr().out
+
+
 def test_model_specs_are_parsed():
     parse = command.parse_model
     assert parse("kd=runs/kd/model.keras") == command.ModelSpec("kd", "runs/kd/model.keras", None)

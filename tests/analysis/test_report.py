@@ -115,6 +115,20 @@ def test_empty_classes_give_null_not_nan_and_one_warning(tmp_path):
     assert (tmp_path / "figures" / "class_mean_diff.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_a_saved_analysis_is_drawn_again_in_the_other_style(tmp_path):
+    t, students, y = _logits()
+    report.analyze_logits(t, students, y, output=tmp_path)
+    loaded = report.load_report(tmp_path)
+    np.testing.assert_array_equal(loaded["labels"], y)
+    diff = loaded["students"]["close"]["class_mean"]["probs"]["diff"]
+    assert diff.shape == (10, 10) and loaded["teacher"]["per_sample"]["autok"]["T=4"].shape == (64,)
+    written = plots.plot_all(loaded, tmp_path / "again", figure_style="gdkd")
+    assert [p.name for p in written] == list(plots.FIGURES)
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in written)
+    with pytest.raises(ValueError, match="does not exist"):
+        report.load_report(tmp_path / "nothing")
+
+
 def test_to_json_writes_nan_and_infinity_as_null():
     text = report.to_json(
         {
