@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 SWEEP_FILE = "sweep.json"
-# Parameters whose values are usually spaced by factors of two: plotted on a log2 axis.
+# Parameters whose values are spaced by factors of two: plotted on a log2 axis.
 LOG2_PARAMS = ("temperature", "k")
 # Keyword arguments run_sweep passes on to keras_gdkd.train.distill.
 DISTILL_OPTIONS = ("batch_size", "learning_rate", "mixed_precision", "devices", "verbose", "force")
@@ -600,8 +600,9 @@ def plot_sweep(sweep: Mapping[str, Any], path: str | Path, teacher_top1: float |
 
     Each method's solid line is the mean best top-1 over seeds, with the sample standard
     deviation as error bars; the dotted line of its colour is the last epoch's mean top-1.
-    Temperature and k use a log2 axis. ``teacher_top1`` (%), when known, is a dashed
-    horizontal line. With ``param="method"`` the methods are categories on the x axis.
+    Temperature and k use a log2 axis, as do other positive values spanning a factor of 8 or
+    more. ``teacher_top1`` (%), when known, is a dashed horizontal line. With
+    ``param="method"`` the methods are categories on the x axis.
 
     Args:
         sweep: the contents of ``sweep.json`` (:func:`run_sweep`'s result).
@@ -623,7 +624,10 @@ def plot_sweep(sweep: Mapping[str, Any], path: str | Path, teacher_top1: float |
     values, labels = list(sweep["values"]), [_label(v) for v in sweep["values"]]
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
     categorical = param == "method" or not numeric
-    log2 = not categorical and param in LOG2_PARAMS and all(v > 0 for v in values)
+    # Temperature and k, and any positive values spanning a factor of 8 or more, are usually
+    # spaced by factors of two: a log2 axis shows them evenly.
+    positive = not categorical and all(v > 0 for v in values)
+    log2 = positive and (param in LOG2_PARAMS or max(values) >= 8 * min(values))
     methods = list(sweep.get("methods") or summary)
     # A method sweep has one point per method: one series over the categories.
     series = (
@@ -633,13 +637,19 @@ def plot_sweep(sweep: Mapping[str, Any], path: str | Path, teacher_top1: float |
     fig, ax = plt.subplots(figsize=(7.6, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     handles = []
+    span = (max(values) - min(values)) or 1.0 if numeric else 1.0
     for i, (name, owners) in enumerate(series):
+        # Methods are moved a little apart along x so that their error bars do not overlap.
+        shift = (i - (len(series) - 1) / 2) * 0.06
         xs, best, err, last = [], [], [], []
         for position, (value, label, owner) in enumerate(zip(values, labels, owners)):
             cell = summary.get(owner, {}).get(label)
             if not cell or cell.get("mean") is None:
                 continue
-            xs.append(position if categorical else value)
+            if categorical:
+                xs.append(position + shift)
+            else:
+                xs.append(value * 2 ** (shift / 2) if log2 else value + shift * span / 4)
             best.append(cell["mean"])
             err.append(cell.get("std") or 0.0)
             last.append(math.nan if cell.get("last_mean") is None else cell["last_mean"])
