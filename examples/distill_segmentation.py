@@ -142,10 +142,10 @@ def distillation_setups() -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="small data, short runs (CI)")
-    parser.add_argument("--train", type=int, help="training canvases (3000; --fast 512)")
+    parser.add_argument("--train", type=int, help="training canvases (2000; --fast 512)")
     parser.add_argument("--val", type=int, help="validation canvases (640; --fast 128)")
-    parser.add_argument("--epochs", type=int, help="student epochs (6; --fast 2)")
-    parser.add_argument("--teacher-epochs", type=int, help="teacher epochs (10; --fast 3)")
+    parser.add_argument("--epochs", type=int, help="student epochs (5; --fast 2)")
+    parser.add_argument("--teacher-epochs", type=int, help="teacher epochs (8; --fast 3)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     defaults = (
         dict(train=512, val=128, epochs=2, teacher_epochs=3)
         if args.fast
-        else dict(train=3000, val=640, epochs=6, teacher_epochs=10)
+        else dict(train=2000, val=640, epochs=5, teacher_epochs=8)
     )
     for name, value in defaults.items():
         if getattr(args, name) is None:
