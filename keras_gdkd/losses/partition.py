@@ -95,8 +95,11 @@ def _top_ranks(z, k: int):
     # Row indices without reading the batch size, which is symbolic in a TF graph.
     rows = zeros + (ops.cumsum(ops.ones_like(order[:, :1]), axis=0) - 1)
     indices = ops.stack([ops.reshape(rows, (-1,)), ops.reshape(order, (-1,))], axis=1)
-    ranks = ops.cast(zeros + ops.arange(1, k + 1, dtype="int32")[None, :], z.dtype)
-    return ops.scatter_update(ops.zeros_like(z), indices, ops.reshape(ranks, (-1,)))
+    # The narrowest integer that holds k: at vocabulary scale this (N, C) array is one of the
+    # loss's largest, and int8 is a quarter of float32.
+    dtype = "int8" if k < 2**7 else "int16" if k < 2**15 else "int32"
+    ranks = ops.cast(zeros + ops.arange(1, k + 1, dtype="int32")[None, :], dtype)
+    return ops.scatter_update(ops.zeros(ops.shape(z), dtype), indices, ops.reshape(ranks, (-1,)))
 
 
 def label_masks(labels, num_classes: int) -> list:
