@@ -29,6 +29,7 @@ from typing import Any
 
 from keras_gdkd import __version__, presets
 from keras_gdkd.analysis import command as analyze_command
+from keras_gdkd.analysis import sweeps
 
 EXIT_ERROR = 2
 
@@ -218,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     analyze_command.add_arguments(p)
 
     p = sub.add_parser(
+        "sweep",
+        help="short distillations over one loss hyper-parameter (or the method) and seeds",
+    )
+    sweeps.add_arguments(p)
+
+    p = sub.add_parser(
         "demo",
         help="try everything offline: generated CIFAR-format data, a teacher, a GDKD student",
     )
@@ -268,6 +275,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "analyze":
         _start_quietly(not args.debug)
         return analyze_command.main(args)
+    if args.command == "sweep":
+        if not args.plot_only:
+            _start_quietly(not args.debug)
+        return sweeps.main(args)
 
     if args.command == "distill":
         # Checked before anything starts or is written: a loss parameter the method lacks, or

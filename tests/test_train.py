@@ -85,7 +85,7 @@ def _copy(run, workspace, name):
 
 @pytest.mark.parametrize(
     "command", [[], ["presets"], ["distill"], ["train-teacher"], ["evaluate"], ["check-data"],
-                ["demo"], ["analyze"]]
+                ["demo"], ["analyze"], ["sweep"]]
 )  # fmt: skip
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -96,8 +96,11 @@ def test_every_command_has_help(command, capsys):
 
 def test_help_and_version_answer_without_starting_keras():
     script = (
-        "import sys, keras_gdkd.cli as c\ntry: c.main(['distill', '--help'])\n"
-        "except SystemExit: pass\nassert 'keras' not in sys.modules, 'keras was imported'"
+        "import sys, keras_gdkd.cli as c\n"
+        "for cmd in ('distill', 'analyze', 'sweep'):\n"
+        "    try: c.main([cmd, '--help'])\n"
+        "    except SystemExit: pass\n"
+        "assert 'keras' not in sys.modules, 'keras was imported'"
     )
     result = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True,
                             text=True, timeout=60)  # fmt: skip
