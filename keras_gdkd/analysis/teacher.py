@@ -19,6 +19,9 @@ from keras_gdkd.analysis import logits as L
 from keras_gdkd.losses import partition as P
 
 _LN10 = math.log(10.0)
+# Up to this many classes every k gets top-k mass quantiles: the top-k mass figure draws
+# k = 1..min(C, 50), and its q10-q90 band should cover the whole curve.
+DENSE_QUANTILE_MAX_CLASSES = 50
 
 
 def _check_ratio(name: str, value: float, minimum: float) -> float:
@@ -200,6 +203,14 @@ def _temperature_kernel(temperature, k, ratio_threshold, cap, quantile_ks):
     return kernel
 
 
+def _mass_quantiles(mass_at, quantile_ks) -> dict[str, list[float]]:
+    """`{str(k): [q10, q50, q90]}` from the `(N, len(quantile_ks))` top-k masses, in one call."""
+    if not quantile_ks:
+        return {}
+    q = np.quantile(np.asarray(mass_at, dtype="float64"), (0.1, 0.5, 0.9), axis=0)
+    return {str(kq): [float(v) for v in q[:, i]] for i, kq in enumerate(quantile_ks)}
+
+
 def _label_kernel(k):
     def kernel(t_raw, labels):
         top = P.topk_masks(t_raw, (k,))[0]
@@ -229,7 +240,8 @@ def teacher_distribution_stats(
 
     - `topk_mass_mean`: list of C floats, `[k-1] = mean_n sum_{top-k} q` for k = 1..C;
     - `topk_mass_quantiles`: `{str(k): [q10, q50, q90]}` of that mass, for the `quantile_ks`
-      below C;
+      below C and, when `C <= DENSE_QUANTILE_MAX_CLASSES` (50), for every k in `1..C-1`
+      (k = C is left out: its mass is 1 for every sample); keys in increasing k;
     - `log10_other_mass`: summary of `log10 b_o = (logsumexp_{U2}(t/T) - logsumexp(t/T)) / ln 10`
       at the loss `k`;
     - `entropy`: summary of `H = -sum q log q` (nats), and `normalized`: of `H / log C`;
@@ -250,7 +262,8 @@ def teacher_distribution_stats(
         temperatures: the temperatures to summarise at.
         ratio_threshold: `rho` of `autok`, also the `ratio` of `n_within`.
         k_cap: `autok`'s cap, `None` for C.
-        quantile_ks: the k whose top-k mass gets quantiles.
+        quantile_ks: the k whose top-k mass gets quantiles (with at most 50 classes, every
+            k does).
         batch_size: rows per chunk.
 
     Returns:
@@ -268,7 +281,10 @@ def teacher_distribution_stats(
     cap = _check_cap(k_cap, num_classes)
     for kq in quantile_ks:
         P.validate_k(kq, None)
-    quantile_ks = sorted({int(kq) for kq in quantile_ks if kq < num_classes})
+    quantile_ks = {int(kq) for kq in quantile_ks if kq < num_classes}
+    if num_classes <= DENSE_QUANTILE_MAX_CLASSES:
+        quantile_ks.update(range(1, num_classes))
+    quantile_ks = sorted(quantile_ks)
 
     result = {
         "num_samples": int(n),
@@ -308,12 +324,7 @@ def teacher_distribution_stats(
         per_t[key] = {
             "temperature": temperature,
             "topk_mass_mean": [float(v) for v in mass_sum / n],
-            "topk_mass_quantiles": {
-                str(kq): [
-                    float(v) for v in np.quantile(cols["topk_mass_at"][:, i], (0.1, 0.5, 0.9))
-                ]
-                for i, kq in enumerate(quantile_ks)
-            },
+            "topk_mass_quantiles": _mass_quantiles(cols.get("topk_mass_at"), quantile_ks),
             "log10_other_mass": L.summarize(cols["log10_other_mass"]),
             "entropy": {
                 **L.summarize(entropy),

@@ -175,6 +175,7 @@ def test_without_labels_and_json_ready():
     json.dumps({key: v for key, v in r.items() if key != "per_sample"}, allow_nan=False)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the NaN comes without a numpy warning
 def test_one_class_rest_set_has_nan_normalised_entropy():
     s, t, y = _data(n=8, c=2)
     r = _stats(s, t, y, k=1)
