@@ -16,7 +16,7 @@ import keras
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# --fast takes 25-50 s on 2 idle cores; the margin is for a machine shared with other jobs.
+# --fast took 24-125 s on 2 CPU cores shared with other jobs (load 4-8); hence the margin.
 TIMEOUT_S = 300
 LM_ROWS = ("teacher", "CE alone", "KD T=1", "DKD T=1", "GDKD T=1", "GDKD T=4")
 SEGMENTATION_ROWS = ("teacher", "CE alone", "KD", "DKD", "GDKD")
