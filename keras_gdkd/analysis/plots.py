@@ -92,6 +92,29 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.{digits}g}"
 
 
+def _decimals(value: float, significant: int) -> int:
+    """The number of decimals that shows ``significant`` digits of ``value`` (not 0)."""
+    return max(0, significant - 1 - math.floor(math.log10(abs(value))))
+
+
+def _label_format(values: Sequence[float]) -> str:
+    """One format for all the value labels of a panel, so that they read alike.
+
+    Fixed-point with the same number of decimals for every label: three significant digits of
+    the largest value and at least two of the smallest non-zero one (``0.0316`` next to
+    ``0.0100``, not ``0.01``); scientific notation when that would need more than 4 decimals or
+    the values are 1e5 or larger.
+    """
+    finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
+    if not finite:
+        return "{:.1f}"
+    largest, smallest = max(finite), min(finite)
+    if largest >= 1e5:
+        return "{:.2e}"
+    decimals = max(_decimals(largest, 3), _decimals(smallest, 2))
+    return "{:.2e}" if decimals > 4 else f"{{:.{decimals}f}}"
+
+
 def _no_data(ax, text: str) -> None:
     ax.text(
         0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True, color="0.35"
@@ -115,6 +138,9 @@ def plot_teacher_topk_mass(teacher: Mapping, path: Path, *, loss_k: int) -> Path
         mean = np.array([_number(v) for v in stats["topk_mass_mean"][:k_max]])
         ax.plot(ks, mean, color=colors[key], lw=2, label=f"{_tlabel(key)}: mean")
         quantiles = {int(k): v for k, v in stats["topk_mass_quantiles"].items() if int(k) <= k_max}
+        if quantiles and k_max == num_classes and num_classes not in quantiles:
+            # Every sample's top-C mass is 1: the band closes on the mean curve's last point.
+            quantiles[num_classes] = [mean[-1]] * 3
         if quantiles:
             qk = np.array(sorted(quantiles))
             q = np.array([[_number(v) for v in quantiles[k]] for k in qk])
@@ -303,25 +329,101 @@ def _tlabel(key: str) -> str:
 
 
 def _grouped_bars(
-    ax, groups: Sequence[str], series: Mapping[str, Sequence[float]], colors, fmt: str = "{:.1f}"
-) -> None:
+    ax,
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    colors,
+    fmt: str | None = None,
+) -> list:
+    """Bars of each series side by side per group, with a value label above each bar.
+
+    ``fmt`` is one format for every label of the panel; ``None`` chooses it from the values
+    (:func:`_label_format`). Returns the label texts (none past 16 bars), for
+    :func:`_fit_bar_labels`.
+    """
     n = max(len(series), 1)
     width = 0.8 / n
     x = np.arange(len(groups))
-    for i, (name, values) in enumerate(series.items()):
-        values = np.array([_number(v) for v in values])
+    all_values = {name: np.array([_number(v) for v in values]) for name, values in series.items()}
+    if fmt is None:
+        fmt = _label_format([v for values in all_values.values() for v in values])
+    texts = []
+    for i, (name, values) in enumerate(all_values.items()):
         bars = ax.bar(
             x - 0.4 + width * (i + 0.5), np.nan_to_num(values), width, label=name, color=colors[i]
         )
         if len(groups) * n <= 16:
             labels = ["n/a" if not math.isfinite(v) else fmt.format(v) for v in values]
-            ax.bar_label(bars, labels=labels, fontsize=7, padding=1)
+            texts += ax.bar_label(bars, labels=labels, fontsize=7, padding=2)
     ax.set_xticks(
         x,
         groups,
         rotation=30 if len(groups) > 4 else 0,
         ha="right" if len(groups) > 4 else "center",
     )
+    return texts
+
+
+def _overlap(a, b, gap: float = 3.0) -> bool:
+    """Whether two display boxes come closer than ``gap`` pixels."""
+    return a.x0 < b.x1 + gap and b.x0 < a.x1 + gap and a.y0 < b.y1 + gap and b.y0 < a.y1 + gap
+
+
+def _fit_bar_labels(fig, panels: Sequence[tuple[Any, list, float | None]]) -> None:
+    """Places bar value labels where they cross and touch nothing, on the laid-out figure.
+
+    For each ``(ax, texts, line_y)``: a label that a horizontal line at ``line_y`` (data
+    units) would cross moves to just above the line; before that, if two labels of the panel
+    touch, all of its labels turn vertical (labels side by side that come within 3 pixels
+    touch, whatever their heights); then the y range grows until no label reaches the top of
+    the axes or the legend inside it. Text sizes are only known once the figure is drawn,
+    hence the draws here (a few tenths of a second).
+    """
+    panels = [(ax, texts, line) for ax, texts, line in panels if texts]
+    if not panels:
+        return
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for _ax, texts, _ in panels:
+        # Side by side counts even at different heights: a staircase of numbers that touch
+        # at the corners reads as one.
+        spans = sorted((b.x0, b.x1) for b in (t.get_window_extent(renderer) for t in texts))
+        if any(left[1] + 3.0 > right[0] for left, right in zip(spans, spans[1:])):
+            for text in texts:
+                text.set_rotation(90)
+    canvas.draw()
+    for ax, texts, line in panels:
+        if line is None or not math.isfinite(line):
+            continue
+        y_line = ax.transData.transform((0.0, line))[1]
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            if box.y0 - 2 <= y_line <= box.y1 + 2:
+                text.xy = (text.xy[0], line)
+    for _ in range(8):
+        canvas.draw()
+        crowded = []
+        for ax, texts, _ in panels:
+            frame = ax.get_window_extent(renderer)
+            legend, legend_box = ax.get_legend(), None
+            if legend is not None:
+                box = legend.get_window_extent(renderer)
+                inside = frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1
+                if inside and frame.y0 - 1 <= box.y0 and box.y1 <= frame.y1 + 1:
+                    legend_box = box  # a legend outside the axes is out of the labels' reach
+            for text in texts:
+                box = text.get_window_extent(renderer)
+                if box.y1 + 2 > frame.y1 or (legend_box is not None and _overlap(box, legend_box)):
+                    crowded.append(ax)
+                    break
+        if not crowded:
+            return
+        for ax in crowded:
+            low, high = ax.get_ylim()
+            ax.set_ylim(low, low + (high - low) * 1.12)
 
 
 def plot_agreement(
@@ -332,7 +434,7 @@ def plot_agreement(
     labels = list(students)
     agreement = {label: students[label]["agreement"] for label in labels}
     pct = lambda v: 100.0 * _number(v)  # noqa: E731
-    _grouped_bars(
+    left_texts = _grouped_bars(
         left,
         labels,
         {
@@ -343,6 +445,7 @@ def plot_agreement(
             f"top-{params['k']} overlap": [pct(agreement[s].get("topk_overlap")) for s in labels],
         },
         _colors(3),
+        fmt="{:.1f}",
     )
     teacher_top1 = teacher.get("teacher_top1")
     if teacher_top1 is not None:
@@ -357,7 +460,7 @@ def plot_agreement(
     left.legend(fontsize=7, loc="upper center", ncols=2)
 
     keys = list(agreement[labels[0]]["per_temperature"])
-    _grouped_bars(
+    middle_texts = _grouped_bars(
         middle,
         labels,
         {
@@ -365,11 +468,10 @@ def plot_agreement(
             for key in keys
         },
         [_temperature_colors(keys)[key] for key in keys],
-        fmt="{:.3g}",
     )
     middle.set(ylabel="KL(q || p)  (nats, no T^2)", title="Teacher-to-student KL divergence")
-    middle.legend(fontsize=8)
-    middle.margins(y=0.15)
+    middle.legend(fontsize=8, loc="upper center", ncols=len(keys))
+    middle.margins(y=0.25)
 
     terms = ("high_loss", "low_top_loss", "low_other_loss")
     names = {
@@ -403,10 +505,13 @@ def plot_agreement(
         ylabel=f"T^2 x term  (T={params['temperature']:g}, batch mean)",
         title="GDKD terms, unweighted (stacked)",
     )
-    right.legend(fontsize=7)
-    right.margins(y=0.25)
+    # Beside the axes: inside, a legend of four entries covers a bar or a marker sooner or later.
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    right.margins(y=0.1)
     for ax in (left, middle, right):
         ax.grid(alpha=0.3, axis="y")
+    line = pct(teacher_top1) if teacher_top1 is not None else None
+    _fit_bar_labels(fig, [(left, left_texts, line), (middle, middle_texts, None)])
     return _save(fig, path)
 
 
@@ -501,6 +606,7 @@ def plot_non_top_structure(students: Mapping[str, Mapping], path: Path, *, param
     subsets = ("all", "argmax_ne_label")
     subset_names = {"all": "all samples", "argmax_ne_label": "teacher argmax != label"}
     groups = [_PARTITION_NAMES[p].replace(" (", "\n(") for p in partitions]
+    panels = []
     for ax, quantity, ylabel, title in (
         (
             axes[0],
@@ -521,7 +627,7 @@ def plot_non_top_structure(students: Mapping[str, Mapping], path: Path, *, param
         series = {
             subset_names[s]: [_get(structure, p, s, quantity) for p in partitions] for s in subsets
         }
-        _grouped_bars(ax, groups, series, _colors(2), fmt="{:.2f}")
+        panels.append((ax, _grouped_bars(ax, groups, series, _colors(2)), None))
         ax.set(ylabel=ylabel, title=title, ylim=(0, 1.3), yticks=np.linspace(0, 1, 6))
         ax.legend(fontsize=7, loc="upper center", ncols=2)
         ax.grid(alpha=0.3, axis="y")
@@ -539,7 +645,7 @@ def plot_non_top_structure(students: Mapping[str, Mapping], path: Path, *, param
             ]
             for label in labels
         }
-        _grouped_bars(ax, groups, series, _colors(len(labels)), fmt="{:.2g}")
+        panels.append((ax, _grouped_bars(ax, groups, series, _colors(len(labels))), None))
         ax.legend(
             fontsize=7,
             title="student",
@@ -560,6 +666,7 @@ def plot_non_top_structure(students: Mapping[str, Mapping], path: Path, *, param
         f"k={params['k']}): does it hold a dominant teacher class?",
         fontsize=10,
     )
+    _fit_bar_labels(fig, panels)
     return _save(fig, path)
 
 
