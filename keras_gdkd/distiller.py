@@ -49,7 +49,9 @@ class Distiller(keras.Model):
     prediction). Positions whose label is `ignore_index`, positions that Keras's masking marks
     as padding (`Embedding(mask_zero=True)` and the like), and, for dense labels, positions
     with a `sample_weight` of 0 are dropped from both the cross-entropy and the distillation
-    loss, which average over the positions left.
+    loss: they leave the count that the means divide by, so the losses average over the
+    positions left (a batch with none left gives 0). For `(batch,)` labels a `sample_weight`
+    keeps Keras's meaning: the weighted sum divided by the batch size.
     Float or one-hot labels raise `ValueError` when the step is traced. A label outside the
     range cannot raise inside a compiled step, so on every backend the sample gets zero weight
     (the step stays finite) and `fit` raises `ValueError` at the start of its second step, or
