@@ -101,18 +101,24 @@ def _label_format(values: Sequence[float]) -> str:
     """One format for all the value labels of a panel, so that they read alike.
 
     Fixed-point with the same number of decimals for every label: three significant digits of
-    the largest value and at least two of the smallest non-zero one (``0.0316`` next to
-    ``0.0100``, not ``0.01``); scientific notation when that would need more than 4 decimals or
-    the values are 1e5 or larger.
+    the largest value and at least two of the smallest one (``0.0316`` next to ``0.0100``, not
+    ``0.01``); scientific notation when that would need more than 4 decimals or the values are
+    1e5 or larger. Values below 1e-3 of the largest do not count: next to 1.7, a KL of 1e-8 is
+    shown as ``0.000``, not as a reason to write every label in scientific notation.
     """
     finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
     if not finite:
         return "{:.1f}"
-    largest, smallest = max(finite), min(finite)
+    largest = max(finite)
+    smallest = min(v for v in finite if v >= 1e-3 * largest)
     if largest >= 1e5:
         return "{:.2e}"
     decimals = max(_decimals(largest, 3), _decimals(smallest, 2))
     return "{:.2e}" if decimals > 4 else f"{{:.{decimals}f}}"
+
+
+def _rounds_to_zero(value: float, fmt: str) -> bool:
+    return math.isfinite(value) and float(fmt.format(value)) == 0.0
 
 
 def _no_data(ax, text: str) -> None:
@@ -349,6 +355,9 @@ def _grouped_bars(
         fmt = _label_format([v for values in all_values.values() for v in values])
     texts = []
     for i, (name, values) in enumerate(all_values.items()):
+        # A value that rounds to 0 in the labels' format (a KL of -1e-9 from round-off) is
+        # drawn as 0: as a negative bar its label would sit below the axis, on the tick labels.
+        values = np.array([0.0 if _rounds_to_zero(v, fmt) else v for v in values])
         bars = ax.bar(
             x - 0.4 + width * (i + 0.5), np.nan_to_num(values), width, label=name, color=colors[i]
         )

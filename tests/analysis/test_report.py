@@ -254,3 +254,32 @@ def test_analyze_models_collects_in_one_pass_and_saves_the_logits(tmp_path):
     assert again["students"] == doc["students"] and again["teacher"] == doc["teacher"]
     with pytest.raises(ValueError, match="'teacher' names"):
         report.analyze_models(teacher, {"teacher": student}, batches)
+
+
+def test_bar_labels_share_one_format_per_panel():
+    fmt = plots._label_format([0.0316, 0.0145, 0.00911, 0.01])
+    assert [fmt.format(v) for v in (0.0316, 0.01, 0.00911)] == ["0.0316", "0.0100", "0.0091"]
+    fmt = plots._label_format([1.7, 0.0327, 1e-9])  # round-off next to 0 does not count
+    assert [fmt.format(v) for v in (1.7, 0.0327)] == ["1.700", "0.033"]
+    assert plots._label_format([3e-5, 1e-5]) == "{:.2e}"
+
+
+def test_bar_labels_clear_the_line_the_legend_and_each_other():
+    pytest.importorskip("matplotlib")
+    fig, (ax,) = plots._figure(1, width=2.6, height=3.0)
+    series = {name: [97.0, 95.5, 96.8, 99.1] for name in ("a", "b", "c")}
+    texts = plots._grouped_bars(ax, list("wxyz"), series, plots._colors(3), fmt="{:.1f}")
+    ax.axhline(97.5, label="line")
+    ax.set_ylim(0, 110)
+    ax.legend(loc="upper center", ncols=2)
+    plots._fit_bar_labels(fig, [(ax, texts, 97.5)])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    y_line = ax.transData.transform((0.0, 97.5))[1]
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not any(b.y0 <= y_line <= b.y1 for b in boxes)
+    assert not any(plots._overlap(b, legend, gap=0.0) for b in boxes)
+    spans = sorted((b.x0, b.x1) for b in boxes)
+    assert all(left[1] <= right[0] for left, right in zip(spans, spans[1:]))
+    assert all(t.get_rotation() == 90 for t in texts)  # 12 labels in 2.6 inches: vertical
