@@ -402,7 +402,7 @@ def _method_preset(preset, explicit, method: str):
     other = presets.get(preset.name, method)
     # The loss, its weights and the warm-up belong to the method; everything else (student,
     # optimizer, data) is the pair's and follows the given preset.
-    per_method = {"method", "loss", "ce_weight", "distill_weight", "warmup_epochs", "notes"}
+    per_method = {"method", "loss_config", "ce_weight", "distill_weight", "warmup_epochs", "notes"}
     overrides = {
         f.name: getattr(preset, f.name)
         for f in dataclasses.fields(preset)

@@ -121,6 +121,18 @@ def test_other_methods_keep_the_given_presets_overrides(tmp_path):
     assert (kd.ce_weight, kd.distill_weight) == (0.1, 0.9)  # KD's own weights
 
 
+def test_a_loss_changed_in_the_given_preset_stays_with_its_method(tmp_path):
+    gdkd = presets.get("res56_res20", "gdkd")
+    base = gdkd.replace(loss=gdkd.loss.replace(k=3))
+    runner = StubRunner()
+    sweeps.run_sweep(
+        base, "temperature", [2], methods=["gdkd", "kd"], epochs=2, output=tmp_path, runner=runner
+    )
+    ran = {preset.method: preset for _, preset, *_ in runner.calls}
+    assert ran["gdkd"].loss_config["k"] == 3
+    assert ran["kd"].loss_config["temperature"] == 2.0 and "k" not in ran["kd"].loss_config
+
+
 @pytest.mark.parametrize(
     "param, values, methods, message",
     [
