@@ -132,11 +132,12 @@ LOSS_FLAGS: dict[str, tuple[Any, str]] = {
 }
 
 
-def _add_loss_args(parser: argparse.ArgumentParser) -> None:
+def _add_loss_args(parser: argparse.ArgumentParser, description: str | None = None) -> None:
     group = parser.add_argument_group(
         "loss hyper-parameters",
-        "Override the preset's value for the chosen --method; a parameter the method does not "
-        "have is an error.",
+        description
+        or "Override the preset's value for the chosen --method; a parameter the method does "
+        "not have is an error.",
     )
     for name, (kind, text) in LOSS_FLAGS.items():
         group.add_argument(f"--{name}", type=kind, metavar="N" if kind is int else "X", help=text)
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="short distillations over one loss hyper-parameter (or the method) and seeds",
     )
     sweeps.add_arguments(p)
+    _add_loss_args(p, "Fix other hyper-parameters of every method's loss for all runs.")
 
     p = sub.add_parser(
         "demo",
@@ -276,6 +278,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         _start_quietly(not args.debug)
         return analyze_command.main(args)
     if args.command == "sweep":
+        args.loss_overrides = loss_overrides(args)
         if not args.plot_only:
             _start_quietly(not args.debug)
         return sweeps.main(args)

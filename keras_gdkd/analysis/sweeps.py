@@ -136,6 +136,7 @@ def run_sweep(
     teacher_weights: str | None = None,
     output: str | Path,
     runner: Runner | None = None,
+    loss_overrides: Mapping[str, Any] | None = None,
     **distill_kwargs: Any,
 ) -> dict[str, Any]:
     """Trains every (method, value, seed) of a grid and summarises top-1 over seeds.
@@ -171,6 +172,8 @@ def run_sweep(
             run into folder ``out`` (top-1 in %). Default: ``keras_gdkd.train.distill``. A
             runner that writes no ``results.json`` gets a small one written for it, so that
             finished runs are skipped on the next call.
+        loss_overrides: other loss hyper-parameters fixed for every run, e.g. ``{"k": 10}``
+            while sweeping the temperature; every method must have them.
         **distill_kwargs: passed to ``distill`` (``batch_size``, ``learning_rate``,
             ``mixed_precision``, ``devices``, ``verbose``, ``force``); default runner only.
 
@@ -196,7 +199,7 @@ def run_sweep(
         ...           teacher_weights="resnet56.pth", output="runs/sweep_t")
     """
     output = Path(output)
-    grid = _plan(preset, param, values, methods, seeds, epochs)
+    grid = _plan(preset, param, values, methods, seeds, epochs, loss_overrides)
     runner = _resolve_runner(runner, grid, data, teacher_weights, distill_kwargs)
     _say(_describe_schedule(grid))
 
@@ -307,7 +310,7 @@ class _Grid:
     dataset: str
 
 
-def _plan(preset, param, values, methods, seeds, epochs) -> _Grid:
+def _plan(preset, param, values, methods, seeds, epochs, loss_overrides=None) -> _Grid:
     """Every run's preset, or ValueError for the first thing wrong with the grid."""
     if not isinstance(param, str) or not param:
         raise ValueError(f"param must be a loss hyper-parameter name or 'method'; got {param!r}.")
@@ -352,6 +355,13 @@ def _plan(preset, param, values, methods, seeds, epochs) -> _Grid:
         labelled = [(m, m) for m in methods]
     for m in methods:
         p = stock[m]
+        if loss_overrides:
+            if param in loss_overrides:
+                raise ValueError(f"{param} is the swept parameter; do not also fix it.")
+            try:
+                p = p.replace(loss_config={**p.loss_config, **loss_overrides})
+            except ValueError as error:
+                raise ValueError(f"the fixed loss parameters do not fit {m}: {error}") from None
         decays, warmup = rescale_schedule(p.lr_decay_epochs, p.warmup_epochs, p.epochs, epochs)
         schedule["lr_decay_epochs"] = list(decays)
         schedule["warmup_epochs"][m] = {"base": p.warmup_epochs, "rescaled": warmup}
@@ -847,6 +857,7 @@ def main(args: argparse.Namespace) -> int:
             data=data,
             teacher_weights=args.teacher_weights,
             output=output,
+            loss_overrides=getattr(args, "loss_overrides", None),
             **options,
         )
     except RunError:

@@ -121,6 +121,21 @@ def test_other_methods_keep_the_given_presets_overrides(tmp_path):
     assert (kd.ce_weight, kd.distill_weight) == (0.1, 0.9)  # KD's own weights
 
 
+def test_fixed_loss_parameters_apply_to_every_run_and_are_checked_first(tmp_path):
+    base = presets.get("res56_res20", "gdkd")
+    runner = StubRunner()
+    args = dict(epochs=2, output=tmp_path, runner=runner)
+    sweeps.run_sweep(base, "temperature", [1, 2], loss_overrides={"k": 3, "w2": 2.0}, **args)
+    assert {(p.loss_config["k"], p.loss_config["w2"]) for _, p, *_ in runner.calls} == {(3, 2.0)}
+    with pytest.raises(ValueError, match="do not fit kd: kd has no hyper-parameter k"):
+        sweeps.run_sweep(
+            base, "temperature", [1], methods=["gdkd", "kd"], loss_overrides={"k": 3}, **args
+        )
+    with pytest.raises(ValueError, match="temperature is the swept parameter"):
+        sweeps.run_sweep(base, "temperature", [1], loss_overrides={"temperature": 2.0}, **args)
+    assert len(runner.calls) == 2
+
+
 def test_a_loss_changed_in_the_given_preset_stays_with_its_method(tmp_path):
     gdkd = presets.get("res56_res20", "gdkd")
     base = gdkd.replace(loss=gdkd.loss.replace(k=3))
