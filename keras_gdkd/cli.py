@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import faulthandler
 import json
-import math
 import os
 import sys
 import time
@@ -30,22 +29,9 @@ from typing import Any
 from keras_gdkd import __version__, presets
 from keras_gdkd.analysis import command as analyze_command
 from keras_gdkd.analysis import sweeps
+from keras_gdkd.arguments import positive_float, positive_int
 
 EXIT_ERROR = 2
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _add_data_args(parser: argparse.ArgumentParser, dataset_choice: bool = True) -> None:
@@ -64,14 +50,14 @@ def _add_data_args(parser: argparse.ArgumentParser, dataset_choice: bool = True)
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="run folder (resumes if it exists)")
-    parser.add_argument("--epochs", type=_positive_int, help="override the number of epochs")
+    parser.add_argument("--epochs", type=positive_int, help="override the number of epochs")
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         help="override the (global) batch size; the learning rate scales linearly with it "
         "unless --lr is given",
     )
-    parser.add_argument("--lr", type=_positive_float, help="override the base learning rate")
+    parser.add_argument("--lr", type=positive_float, help="override the base learning rate")
     parser.add_argument(
         "--mixed-precision",
         choices=("bfloat16", "float16"),
@@ -108,7 +94,7 @@ def _add_multi_host_args(parser: argparse.ArgumentParser) -> None:
         "KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID with --multi-host.",
     )
     group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
-    group.add_argument("--num-processes", type=_positive_int, help="number of processes")
+    group.add_argument("--num-processes", type=positive_int, help="number of processes")
     group.add_argument("--process-id", type=int, help="this process's index, 0 to N-1")
     group.add_argument(
         "--multi-host",
@@ -206,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="top-1 of a saved model on the validation set")
     p.add_argument("model", help="a .keras file (a model or a saved Distiller)")
     _add_data_args(p)
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
 
     p = sub.add_parser("check-data", help="scan a data folder for missing or damaged files")
     _add_data_args(p)
@@ -231,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="try everything offline: generated CIFAR-format data, a teacher, a GDKD student",
     )
     p.add_argument("--output", required=True, help="folder for the data and the two runs")
-    p.add_argument("--epochs", type=_positive_int, default=2, help="epochs of each run")
+    p.add_argument("--epochs", type=positive_int, default=2, help="epochs of each run")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     return parser
 

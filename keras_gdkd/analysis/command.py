@@ -17,47 +17,17 @@ Arguments are parsed without importing Keras (``--help`` is instant); Keras star
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keras_gdkd.arguments import non_negative_float, positive_float, positive_int
 from keras_gdkd.runs.errors import RunError
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 TEACHER = "teacher"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,9 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="test: the evaluation set (ImageNet: validation); train: CIFAR-100's training "
         "images, without augmentation",
     )
-    data.add_argument("--max-examples", type=_positive_int, help="analyse the first N images only")
+    data.add_argument("--max-examples", type=positive_int, help="analyse the first N images only")
     data.add_argument(
-        "--batch-size", type=_positive_int, default=256, help="inference batch size (default 256)"
+        "--batch-size", type=positive_int, default=256, help="inference batch size (default 256)"
     )
 
     loss = parser.add_argument_group(
@@ -118,24 +88,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     loss.add_argument("--preset", help="a preset name (`keras-gdkd presets`)")
     loss.add_argument("--method", help="the preset's method (default gdkd)")
-    loss.add_argument("--k", type=_positive_int, help="size of the teacher's top-k set")
-    loss.add_argument("--w0", type=_non_negative_float, help="weight of the top-k/rest term")
-    loss.add_argument("--w1", type=_non_negative_float, help="weight of the within-top-k term")
-    loss.add_argument("--w2", type=_non_negative_float, help="weight of the within-rest term")
-    loss.add_argument("--temperature", type=_positive_float, help="the loss temperature")
+    loss.add_argument("--k", type=positive_int, help="size of the teacher's top-k set")
+    loss.add_argument("--w0", type=non_negative_float, help="weight of the top-k/rest term")
+    loss.add_argument("--w1", type=non_negative_float, help="weight of the within-top-k term")
+    loss.add_argument("--w2", type=non_negative_float, help="weight of the within-rest term")
+    loss.add_argument("--temperature", type=positive_float, help="the loss temperature")
 
     analysis = parser.add_argument_group("analysis")
     analysis.add_argument(
         "--temperatures",
         nargs="+",
-        type=_positive_float,
+        type=positive_float,
         default=[1.0, 4.0],
         metavar="T",
         help="temperatures of the teacher statistics and KL values (default: 1 4)",
     )
     analysis.add_argument(
         "--ratio-threshold",
-        type=_positive_float,
+        type=positive_float,
         default=2.0,
         help="the autok rule's ratio threshold and n_within's ratio (default 2)",
     )

@@ -12,11 +12,14 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 import keras
 import numpy as np
+
+from keras_gdkd.runs.files import atomic_path
 
 DEFAULT_BATCH_SIZE = 4096
 # The fewest rows a chunk is padded to: small inputs share one shape (padding 64 rows is free).
@@ -162,18 +165,11 @@ def save_logits(path: str | os.PathLike, logits, labels) -> None:
             f"labels must have shape ({len(logits)},) to match the logits; "
             f"got {None if labels is None else labels.shape}."
         )
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, logits=logits, labels=labels)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # np.savez given a file object writes exactly there (no ".npz" added to the name).
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, logits=logits, labels=labels)
 
 
 def load_logits(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -185,15 +181,19 @@ def load_logits(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         `(logits, labels)` as float32 `(N, C)` and int64 `(N,)`.
 
     Raises:
-        ValueError: if a key is missing or the shapes do not match.
+        ValueError: if the file is damaged, a key is missing or the shapes do not match.
     """
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        missing = {"logits", "labels"} - set(data.files)
-        if missing:
-            raise ValueError(
-                f"{os.fspath(path)} has keys {sorted(data.files)}; expected 'logits' and 'labels'."
-            )
-        logits, labels = as_logits(data["logits"]), as_labels(data["labels"])
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            missing = {"logits", "labels"} - set(data.files)
+            if missing:
+                raise ValueError(
+                    f"{os.fspath(path)} has keys {sorted(data.files)}; expected 'logits' and "
+                    "'labels'."
+                )
+            logits, labels = as_logits(data["logits"]), as_labels(data["labels"])
+    except (OSError, EOFError, zipfile.BadZipFile) as error:  # truncated or not an npz
+        raise ValueError(f"{os.fspath(path)} is not a readable npz file ({error}).") from error
     if len(labels) != len(logits):
         raise ValueError(
             f"{os.fspath(path)}: {len(logits)} rows of logits but {len(labels)} labels."

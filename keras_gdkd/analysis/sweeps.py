@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_gdkd import presets
+from keras_gdkd.arguments import positive_float, positive_int
 from keras_gdkd.runs.errors import RunError
 from keras_gdkd.runs.files import atomic_path, atomic_write_json, read_json
 from keras_gdkd.runs.lock import RunLock
@@ -739,7 +740,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--values", nargs="+", required=True, help="values of --param")
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         help="epochs of every run; the preset's learning-rate decays and warm-up are rescaled "
         "to it (required unless --plot-only)",
     )
@@ -762,10 +763,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="sweep folder (resumes if it exists)")
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         help="override the batch size; the learning rate scales linearly unless --lr is given",
     )
-    parser.add_argument("--lr", type=_positive_float, help="override the base learning rate")
+    parser.add_argument("--lr", type=positive_float, help="override the base learning rate")
     parser.add_argument("--mixed-precision", choices=("bfloat16", "float16"))
     parser.add_argument("--devices", nargs="+", help="devices for data-parallel training")
     parser.add_argument(
@@ -918,17 +919,3 @@ def _has_matplotlib() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("matplotlib") is not None
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value

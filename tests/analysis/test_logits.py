@@ -98,6 +98,29 @@ def test_save_and_load_round_trip_atomically(tmp_path):
         assert sorted(data.files) == ["labels", "logits"]
 
 
+def test_a_kill_while_writing_keeps_the_old_file_and_a_truncated_one_is_named(
+    tmp_path, monkeypatch
+):
+    z, y = np.ones((4, 3), "float32"), np.arange(4) % 3
+    path = tmp_path / "teacher.npz"
+    L.save_logits(path, z, y)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed inside np.savez")
+
+    monkeypatch.setattr(np, "savez", killed)
+    with pytest.raises(KeyboardInterrupt):
+        L.save_logits(path, z * 2, y)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["teacher.npz"]  # no temporary file left
+    np.testing.assert_array_equal(L.load_logits(path)[0], z)  # the old file, whole
+
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"teacher.npz is not a readable npz file"):
+        L.load_logits(path)
+
+
 def test_load_reads_the_authors_dumps_and_rejects_others(tmp_path):
     rng = np.random.default_rng(0)
     z, y = rng.normal(size=(6, 4)).astype("float32"), rng.integers(0, 4, size=6)

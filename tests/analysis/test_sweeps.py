@@ -259,6 +259,19 @@ def test_a_killed_sweep_keeps_its_results_and_the_rerun_skips_finished_runs(tmp_
         sweeps.run_sweep(base, "temperature", [1], runner=again, **{**args, "epochs": 9})
 
 
+def test_damaged_sweep_and_results_files_are_rebuilt_by_the_rerun(tmp_path):
+    base = presets.get("res56_res20", "gdkd")
+    args = dict(seeds=[0], epochs=8, output=tmp_path)
+    sweeps.run_sweep(base, "temperature", [1, 4], runner=StubRunner(), **args)
+    (tmp_path / "sweep.json").write_text('{"param": "temper')  # killed mid-write elsewhere
+    (tmp_path / "gdkd" / "temperature=4" / "seed0" / "results.json").write_bytes(b"")
+    rerun = StubRunner()
+    sweep = sweeps.run_sweep(base, "temperature", [1, 4], runner=rerun, **args)
+    assert [_param_value(p) for _, p, _, _ in rerun.calls] == [4.0]  # only the damaged run
+    assert [r["value"] for r in sweep["runs"]] == [1, 4]
+    assert json.loads((tmp_path / "sweep.json").read_text())["runs"] == sweep["runs"]
+
+
 def test_the_stub_sweep_draws_its_figure_and_the_cli_redraws_it(tmp_path, capsys):
     sweep = sweeps.run_sweep(
         presets.get("res56_res20", "gdkd"),
